@@ -392,6 +392,43 @@ def test_model_based_random_sequence(open_store: Callable[..., ReviewStore]) -> 
     assert stores["ann"].rebuild_decisions() == 0  # decisions == what events imply
 
 
+def test_concurrent_threads_on_shared_samples(open_store: Callable[..., ReviewStore]) -> None:
+    """Threads (as in Streamlit) of two reviewers hammer the same samples at once: no error,
+    and the current state is still exactly the last committed event of each sample."""
+    stores = [open_store("ann"), open_store("bob")]
+    errors: list[BaseException] = []
+
+    def work(t: int) -> None:
+        rng = random.Random(t)
+        s = stores[t % 2]
+        try:
+            for i in range(60):
+                sid = f"s{rng.randrange(10)}"
+                if i % 10 == 9:
+                    s.record_many([(sid, "exclude"), (f"s{rng.randrange(10)}", "unsure")])
+                elif i % 15 == 14:
+                    s.undo(reviewer=s.reviewer)
+                else:
+                    s.record(sid, "relabel", f"t{t}-{i}")
+                if i % 20 == 0:
+                    s.current()
+        except BaseException as exc:  # reported below
+            errors.append(exc)
+
+    threads = [threading.Thread(target=work, args=(t,)) for t in range(4)]
+    for th in threads:
+        th.start()
+    for th in threads:
+        th.join()
+    assert not errors, errors
+    assert stores[0].rebuild_decisions() == 0
+    h = stores[0].history()
+    assert len(h) >= 4 * 60 and h["id"].is_unique
+    # each group id belongs to exactly one transaction (one reviewer, one timestamp)
+    acts = h[h["kind"] == "action"].groupby("group_id")
+    assert acts["created_at"].nunique().max() == 1 and acts["reviewer"].nunique().max() == 1
+
+
 # ------------------------------------------------------------------------------ migration
 def _populate(s: ReviewStore) -> None:
     s.record("a", "accept", given_label="cat")
