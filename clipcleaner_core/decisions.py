@@ -249,8 +249,6 @@ class ReviewStore:
         """
         if not isinstance(reviewer, str) or not reviewer:
             raise ValueError(f"reviewer must be a non-empty string, got {reviewer!r}")
-        if busy_timeout_s < 30.0:
-            log.debug("busy_timeout_s=%s is below the recommended 30 s", busy_timeout_s)
         self.reviewer: str = reviewer
         self.lock_retry_s = float(lock_retry_s)
         self._url = _resolve_url(url)

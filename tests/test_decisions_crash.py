@@ -12,7 +12,6 @@ that they start fast whatever the package ``__init__`` imports (torch, ...).
 
 from __future__ import annotations
 
-import os
 import random
 import signal
 import sqlite3
