@@ -1,0 +1,237 @@
+"""The ``clipcleaner`` command line. Every command calls the same core functions as the Streamlit app."""
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+from . import __version__
+
+
+class _TqdmProgress:
+    """``progress(stage, done, total)`` callback drawing one tqdm bar per stage (on stderr)."""
+
+    def __init__(self, enabled: bool = True):
+        self.enabled = enabled
+        self.bars: dict = {}
+
+    def __call__(self, stage: str, done: int, total: int) -> None:
+        if not self.enabled:
+            return
+        from tqdm import tqdm
+
+        bar = self.bars.get(stage)
+        if bar is None:
+            bar = self.bars[stage] = tqdm(total=total, desc=stage, unit="img" if stage == "embed" else "step",
+                                          initial=done, dynamic_ncols=True, file=sys.stderr)
+        bar.total = total
+        bar.n = done
+        bar.refresh()
+        if done >= total:
+            bar.close()
+
+    def close(self) -> None:
+        for b in self.bars.values():
+            b.close()
+
+
+def _log(msg: str) -> None:
+    print(msg, file=sys.stderr)
+
+
+def cmd_demo(a: argparse.Namespace) -> int:
+    from .demo import write_demo
+
+    s = write_demo(a.dir, noise=a.noise, rate=a.rate, seed=a.seed)
+    print(f"wrote {s['samples']} digit images with {s['flipped']} noisy labels ({s['noise']}, rate {s['rate']}) "
+          f"to {a.dir}")
+    print(f"next: clipcleaner scan {s['labels']} --classes {s['classes_file']} --workspace WS --encoder pixels")
+    print(f"      clipcleaner evaluate WS --truth {s['truth']}")
+    return 0
+
+
+def _score_config(a: argparse.Namespace):
+    from .detectors import ScoreConfig
+
+    return ScoreConfig(method=a.method, probe=a.probe, folds=a.folds, theta_gmm=a.theta_gmm,
+                       theta_cons=a.theta_cons, temperature=a.temperature, knn_k=a.knn, margin=a.margin,
+                       seed=a.seed)
+
+
+def cmd_scan(a: argparse.Namespace) -> int:
+    from .pipeline import EncoderConfig, scan
+
+    enc = EncoderConfig(encoder=a.encoder, model=a.model, pretrained=a.pretrained, checkpoint=a.checkpoint,
+                        model_config=a.model_config, device=a.device, precision=a.precision,
+                        pixel_size=a.pixel_size, batch_size=a.batch_size, num_workers=a.workers)
+    progress = _TqdmProgress(enabled=not a.quiet)
+    try:
+        r = scan(a.data, a.workspace, root=a.root, classes_file=a.classes, allow_outside_root=a.allow_outside_root,
+                 encoder=enc, scoring=_score_config(a), descriptions=a.descriptions, progress=progress,
+                 log=_log if not a.quiet else None)
+    finally:
+        progress.close()
+    det = r.settings.get("detection", {})
+    print(f"workspace: {r.workspace.path}")
+    print(f"scored {len(r.scores)} samples, {int(r.scores['flagged'].sum()) if len(r.scores) else 0} flagged "
+          f"by '{a.method}'; criteria used: {', '.join(det.get('criteria_used', [])) or 'none'}")
+    if not r.settings["zero_shot"]["available"]:
+        print(f"note: {r.settings['zero_shot']['reason']}")
+    if len(r.problems):
+        print(f"{len(r.problems)} sample(s) could not be used:")
+        for reason in r.problems["reason"].head(a.show_problems):
+            print(f"  - {reason}")
+        if len(r.problems) > a.show_problems:
+            print(f"  … and {len(r.problems) - a.show_problems} more (see {r.workspace.dataset_path})")
+    for note in r.settings.get("notes", []):
+        print(f"note: {note}")
+    return 0
+
+
+def cmd_rescore(a: argparse.Namespace) -> int:
+    from .pipeline import rescore
+
+    r = rescore(a.workspace, _score_config(a), log=_log)
+    print(f"rescored {len(r.scores)} samples, {int(r.scores['flagged'].sum())} flagged by '{a.method}'")
+    return 0
+
+
+def cmd_evaluate(a: argparse.Namespace) -> int:
+    from .evaluate import evaluate_workspace, format_table
+
+    res = evaluate_workspace(a.workspace, a.truth)
+    print(json.dumps(res, indent=2) if a.json else format_table(res))
+    return 0
+
+
+def cmd_export(a: argparse.Namespace) -> int:
+    from .export import export_csv, export_imagefolder, export_report
+
+    path, table = export_csv(a.workspace, a.out, excluded=a.excluded, undecided=a.undecided, db_url=a.db)
+    print(f"wrote {len(table)} rows to {path}")
+    if a.report:
+        rp, _ = export_report(a.workspace, table, a.report, db_url=a.db)
+        print(f"wrote report to {rp}")
+    if a.imagefolder:
+        info = export_imagefolder(a.workspace, table, a.imagefolder, mode=a.imagefolder_mode)
+        print(f"wrote an ImageFolder of {info['images']} images ({info['mode']}) to {info['path']}")
+    return 0
+
+
+def cmd_app(a: argparse.Namespace) -> int:
+    app = Path(__file__).resolve().parent.parent / "app.py"
+    env = dict(os.environ)
+    if a.workspace:
+        env["CLIPCLEANER_WORKSPACE"] = str(Path(a.workspace).absolute())
+    cmd = [sys.executable, "-m", "streamlit", "run", str(app), "--server.address", a.address,
+           "--server.port", str(a.port), "--browser.gatherUsageStats", "false"]
+    if a.headless:
+        cmd += ["--server.headless", "true"]
+    return subprocess.call(cmd, env=env, cwd=str(app.parent))
+
+
+def _add_score_args(p: argparse.ArgumentParser) -> None:
+    from .detectors import METHODS
+
+    g = p.add_argument_group("scoring")
+    g.add_argument("--method", choices=METHODS, default="ensemble",
+                   help="detector behind `flagged` and `noise_score` (default: ensemble; clipcleaner = METHOD.md)")
+    g.add_argument("--probe", choices=("cv", "faithful"), default="cv",
+                   help="linear probe: k-fold out-of-fold (default) or in-sample as the reference")
+    g.add_argument("--folds", type=int, default=5)
+    g.add_argument("--theta-gmm", type=float, default=0.5, help="GMM clean-posterior threshold (default 0.5)")
+    g.add_argument("--theta-cons", type=float, default=0.8, help="consistency threshold (default 0.8)")
+    g.add_argument("--temperature", type=float, default=0.07, help="zero-shot temperature T (default 0.07)")
+    g.add_argument("--knn", type=int, default=10, help="neighbours for the k-NN source (default 10)")
+    g.add_argument("--margin", type=float, default=0.1,
+                   help="ensemble: flag when another class beats the given label by more than this (default 0.1)")
+    g.add_argument("--seed", type=int, default=0)
+
+
+def build_parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(prog="clipcleaner", description="Find and fix mislabelled images with CLIP.")
+    p.add_argument("--version", action="version", version=f"clipcleaner {__version__}")
+    sub = p.add_subparsers(dest="command", required=True)
+
+    d = sub.add_parser("demo", help="write the offline digits demo (images, noisy labels, truth)")
+    d.add_argument("dir")
+    d.add_argument("--noise", choices=("sym", "asym", "hard", "mix"), default="mix")
+    d.add_argument("--rate", type=float, default=None, help="noise rate (default 0.3 for mix, else 0.2)")
+    d.add_argument("--seed", type=int, default=0)
+    d.set_defaults(func=cmd_demo)
+
+    s = sub.add_parser("scan", help="embed and score a dataset into a workspace")
+    s.add_argument("data", help="ImageFolder directory, or a CSV/TSV/Parquet table with path,label columns")
+    s.add_argument("--workspace", "-w", required=True)
+    s.add_argument("--root", help="folder that table paths are relative to (default: the table's folder)")
+    s.add_argument("--classes", help="file with one class name per line (fixes order, may add empty classes)")
+    s.add_argument("--allow-outside-root", action="store_true", help="allow table paths outside the root")
+    e = s.add_argument_group("encoder")
+    e.add_argument("--encoder", choices=("clip", "pixels"), default="pixels")
+    e.add_argument("--model", default="ViT-B-32", help="open_clip architecture (default ViT-B-32)")
+    e.add_argument("--pretrained", help="open_clip pretrained tag, e.g. openai (must be cached when offline)")
+    e.add_argument("--checkpoint", help="local weights file (open_clip state_dict)")
+    e.add_argument("--model-config", help="extra open_clip model config JSON (file or folder) to register")
+    e.add_argument("--device", default="auto", help="auto | cpu | cuda | cuda:N")
+    e.add_argument("--precision", choices=("auto", "fp32", "bf16", "fp16"), default="auto")
+    e.add_argument("--pixel-size", type=int, default=16, help="pixels encoder: resize side (default 16)")
+    e.add_argument("--batch-size", type=int, default=64)
+    e.add_argument("--workers", type=int, default=None, help="DataLoader decode workers (default: cores-1)")
+    e.add_argument("--descriptions", help="YAML/JSON class -> list of description clauses for the prompts")
+    _add_score_args(s)
+    s.add_argument("--show-problems", type=int, default=20)
+    s.add_argument("--quiet", "-q", action="store_true")
+    s.set_defaults(func=cmd_scan)
+
+    r = sub.add_parser("rescore", help="recompute scores of a workspace (new method / thresholds), no re-embedding")
+    r.add_argument("workspace")
+    _add_score_args(r)
+    r.set_defaults(func=cmd_rescore)
+
+    v = sub.add_parser("evaluate", help="precision / recall / F1 / AUROC of every detector against a truth file")
+    v.add_argument("workspace")
+    v.add_argument("--truth", required=True, help="CSV with path,label (clean labels)")
+    v.add_argument("--json", action="store_true")
+    v.set_defaults(func=cmd_evaluate)
+
+    x = sub.add_parser("export", help="write the cleaned CSV (review decisions applied)")
+    x.add_argument("workspace")
+    x.add_argument("--out", "-o", help="CSV path (default WS/exports/cleaned.csv)")
+    x.add_argument("--excluded", choices=("drop", "keep"), default="drop")
+    x.add_argument("--undecided", choices=("keep", "suggested", "drop", "drop-flagged"), default="keep")
+    x.add_argument("--report", help="also write a JSON report here")
+    x.add_argument("--imagefolder", help="also lay out the cleaned set as an ImageFolder here")
+    x.add_argument("--imagefolder-mode", choices=("link", "copy"), default="link")
+    x.add_argument("--db", help="review database URL (default: the workspace's review.sqlite)")
+    x.set_defaults(func=cmd_export)
+
+    ap = sub.add_parser("app", help="start the Streamlit review app")
+    ap.add_argument("workspace", nargs="?")
+    ap.add_argument("--port", type=int, default=8501)
+    ap.add_argument("--address", default="127.0.0.1", help="bind address (default 127.0.0.1: this machine only)")
+    ap.add_argument("--headless", action="store_true", help="do not open a browser")
+    ap.set_defaults(func=cmd_app)
+    return p
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    from .dataset import DatasetError
+    from .encoders import WeightsUnavailable
+    from .workspace import WorkspaceError
+
+    try:
+        return int(args.func(args) or 0)
+    except (DatasetError, WeightsUnavailable, WorkspaceError, ValueError, FileNotFoundError) as e:
+        print(f"clipcleaner {args.command}: error: {e}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        print(f"\nclipcleaner {args.command}: interrupted; run the same command again to resume", file=sys.stderr)
+        return 130
+
+
+if __name__ == "__main__":
+    sys.exit(main())
