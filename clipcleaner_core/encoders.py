@@ -275,7 +275,18 @@ class ClipEncoder(Encoder):
             ck = Path(checkpoint).expanduser()
             if not ck.is_file():
                 raise WeightsUnavailable(f"{ck}: checkpoint file not found")
-            net, _, preprocess = open_clip.create_model_and_transforms(model, pretrained=None, device="cpu")
+            import logging
+
+            class _NoRandomInitNote(logging.Filter):  # open_clip says "initialized randomly" before we load
+                def filter(self, record: logging.LogRecord) -> bool:
+                    return "No pretrained weights loaded" not in record.getMessage()
+
+            flt = _NoRandomInitNote()
+            logging.getLogger().addFilter(flt)
+            try:
+                net, _, preprocess = open_clip.create_model_and_transforms(model, pretrained=None, device="cpu")
+            finally:
+                logging.getLogger().removeFilter(flt)
             try:
                 open_clip.load_checkpoint(net, str(ck))
             except Exception as e:  # noqa: BLE001 - a wrong checkpoint is a user error with a clear message
