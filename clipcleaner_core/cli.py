@@ -66,7 +66,8 @@ def cmd_scan(a: argparse.Namespace) -> int:
 
     enc = EncoderConfig(encoder=a.encoder, model=a.model, pretrained=a.pretrained, checkpoint=a.checkpoint,
                         model_config=a.model_config, device=a.device, precision=a.precision,
-                        pixel_size=a.pixel_size, batch_size=a.batch_size, num_workers=a.workers)
+                        pixel_size=a.pixel_size, batch_size=a.batch_size, num_workers=a.workers,
+                        engine=a.engine, ray_address=a.ray_address)
     progress = _TqdmProgress(enabled=not a.quiet)
     try:
         r = scan(a.data, a.workspace, root=a.root, classes_file=a.classes, allow_outside_root=a.allow_outside_root,
@@ -180,6 +181,10 @@ def build_parser() -> argparse.ArgumentParser:
     e.add_argument("--pixel-size", type=int, default=16, help="pixels encoder: resize side (default 16)")
     e.add_argument("--batch-size", type=int, default=64)
     e.add_argument("--workers", type=int, default=None, help="DataLoader decode workers (default: cores-1)")
+    e.add_argument("--engine", choices=("local", "ray"), default="local",
+                   help="where to embed: this process (default) or a Ray cluster (Ray Data actor pool)")
+    e.add_argument("--ray-address", help="Ray cluster address, e.g. ray://head:10001 or auto "
+                   "(default: $RAY_ADDRESS, else a local Ray)")
     e.add_argument("--descriptions", help="YAML/JSON class -> list of description clauses for the prompts")
     _add_score_args(s)
     s.add_argument("--show-problems", type=int, default=20)

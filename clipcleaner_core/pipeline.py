@@ -44,6 +44,8 @@ class EncoderConfig:
     pixel_size: int = 16
     batch_size: int = 64
     num_workers: int | None = None
+    engine: str = "local"  # "local" (this process) | "ray" (Ray Data, see ray_engine.py)
+    ray_address: str | None = None  # Ray cluster address (None: $RAY_ADDRESS or a local Ray)
 
 
 @dataclass
@@ -99,9 +101,21 @@ def scan(data: str | Path, workspace: str | Path | Workspace, *, root: str | Non
     ok = ds.ok
     key = embedding_key(ds.content_key(), enc)
     t0 = time.perf_counter()
-    emb = embed_samples(list(ok["abs_path"]), list(ok["sample_id"]), enc, ws.cache_dir / f"emb-{key}",
-                        ws.embeddings_path, batch_size=enc_cfg.batch_size, num_workers=enc_cfg.num_workers,
-                        progress=progress)
+    if enc_cfg.engine == "ray" and not isinstance(encoder, Encoder):
+        from .ray_engine import embed_samples_ray, encoder_spec
+
+        spec = encoder_spec(enc, kind=enc_cfg.encoder, model=enc_cfg.model, pretrained=enc_cfg.pretrained,
+                            checkpoint=enc_cfg.checkpoint, model_config=enc_cfg.model_config,
+                            device=enc_cfg.device, pixel_size=enc_cfg.pixel_size)
+        emb = embed_samples_ray(list(ok["abs_path"]), list(ok["sample_id"]), enc, spec, ws.cache_dir / f"emb-{key}",
+                                ws.embeddings_path, address=enc_cfg.ray_address, batch_size=enc_cfg.batch_size,
+                                progress=progress)
+    elif enc_cfg.engine not in ("local", "ray"):
+        raise ValueError(f"unknown engine {enc_cfg.engine!r}; choose local or ray")
+    else:
+        emb = embed_samples(list(ok["abs_path"]), list(ok["sample_id"]), enc, ws.cache_dir / f"emb-{key}",
+                            ws.embeddings_path, batch_size=enc_cfg.batch_size, num_workers=enc_cfg.num_workers,
+                            progress=progress)
     timings["embed_s"] = time.perf_counter() - t0
     log(f"embeddings: {emb.features.shape[0]} x {emb.features.shape[1]} "
         f"({'reused from cache' if emb.reused else 'computed'}), {len(emb.failed)} failed to decode")
@@ -137,6 +151,7 @@ def scan(data: str | Path, workspace: str | Path | Workspace, *, root: str | Non
         "encoder": enc.identity,
         "encoder_kind": enc.kind,
         "embedding_key": key,
+        "embedding_engine": enc_cfg.engine if not isinstance(encoder, Encoder) else "local",
         "zero_shot": text_info,
         "counts": {"samples": int(len(ds.samples)), "unusable": int((ds.samples["status"] != "ok").sum())},
         "notes": ds.notes,
