@@ -89,6 +89,10 @@ def cmd_scan(a: argparse.Namespace) -> int:
             print(f"  … and {len(r.problems) - a.show_problems} more (see {r.workspace.dataset_path})")
     for note in r.settings.get("notes", []):
         print(f"note: {note}")
+    if len(r.scores) == 0:
+        print(f"clipcleaner scan: error: no usable image in {a.data} ({len(r.problems)} unusable sample(s) "
+              f"listed above and in {r.workspace.dataset_path}); nothing was scored", file=sys.stderr)
+        return 1
     return 0
 
 

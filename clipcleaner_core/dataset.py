@@ -12,7 +12,7 @@ import hashlib
 import io
 import json
 import os
-import warnings
+import threading
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Iterable, Sequence
@@ -25,6 +25,8 @@ IMAGE_EXTENSIONS = frozenset(
     {".jpg", ".jpeg", ".png", ".bmp", ".gif", ".webp", ".tif", ".tiff", ".ppm", ".pgm", ".pbm"}
 )
 PATH_COLUMNS = ("path", "filepath", "file_path", "file", "filename", "image", "image_path", "img")
+#: images more elongated than this are centre-cropped to it before encoding (see :func:`limit_aspect`)
+MAX_ASPECT = 16.0
 LABEL_COLUMNS = ("label", "class", "class_name", "target", "category", "y")
 
 #: status values a sample can have; only "ok" samples are embedded and scored
@@ -36,6 +38,8 @@ STATUS_UNKNOWN_LABEL = "unknown_label"
 STATUS_OUTSIDE_ROOT = "outside_root"
 STATUS_DUPLICATE = "duplicate"
 STATUS_EMPTY_LABEL = "empty_label"
+STATUS_INVALID_NAME = "invalid_name"
+STATUS_INVALID_ROW = "invalid_row"
 
 
 class DatasetError(ValueError):
@@ -96,31 +100,98 @@ def make_sample_id(rel_path: str) -> str:
 
 
 def display_path(path: str) -> str:
-    """A path made safe to print (undecodable bytes shown as escapes)."""
-    return path.encode("utf-8", "backslashreplace").decode("utf-8") if isinstance(path, str) else str(path)
+    """A path made safe to print and to store (undecodable bytes shown as ``\\xNN`` escapes)."""
+    if isinstance(path, bytes):
+        return path.decode("utf-8", "backslashreplace")
+    if not isinstance(path, str):
+        return str(path)
+    try:
+        path.encode("utf-8")
+        return path
+    except UnicodeEncodeError:  # lone surrogates: bytes of a non-UTF-8 file name (surrogateescape)
+        try:
+            return path.encode("utf-8", "surrogateescape").decode("utf-8", "backslashreplace")
+        except UnicodeEncodeError:
+            return path.encode("utf-8", "backslashreplace").decode("utf-8")
+
+
+def is_valid_name(path: str) -> bool:
+    """False when ``path`` holds bytes that are not UTF-8 (a non-UTF-8 file name read from disk)."""
+    try:
+        path.encode("utf-8")
+        return True
+    except UnicodeEncodeError:
+        return False
 
 
 def load_image(path: str | os.PathLike, max_pixels: int | None = None) -> Image.Image:
     """Decode an image as upright 8-bit RGB.
 
     EXIF orientation is applied; CMYK, 16-bit, palette, grayscale and LA/RGBA images are converted (transparent
-    areas composited on white). Raises ``OSError``/``ValueError`` (with a message) when it cannot be decoded,
-    including Pillow's decompression-bomb guard (``max_pixels`` overrides ``Image.MAX_IMAGE_PIXELS``).
+    areas composited on white). Raises ``OSError`` or ``ValueError`` with a message when it cannot be decoded
+    (any other decoder exception is re-raised as ``ValueError`` naming its type). Images with more pixels than
+    ``max_pixels`` (default ``PIL.Image.MAX_IMAGE_PIXELS``) are refused from their header alone, before any
+    pixel is decoded (decompression-bomb guard).
     """
-    with warnings.catch_warnings():
-        warnings.simplefilter("error", Image.DecompressionBombWarning)
-        old = Image.MAX_IMAGE_PIXELS
-        if max_pixels is not None:
-            Image.MAX_IMAGE_PIXELS = max_pixels
-        try:
-            with Image.open(path) as im:
-                im.load()
-                im = ImageOps.exif_transpose(im) or im
-                return to_rgb(im)
-        except Image.DecompressionBombWarning as e:  # treated as an error: never decode giant images
-            raise ValueError(f"image too large (decompression-bomb guard): {e}") from None
-        finally:
-            Image.MAX_IMAGE_PIXELS = old
+    limit = Image.MAX_IMAGE_PIXELS if max_pixels is None else int(max_pixels)
+    try:
+        # (between 1x and 2x Pillow's limit, Image.open only warns: the size check below refuses those too)
+        if limit and Image.MAX_IMAGE_PIXELS and limit > Image.MAX_IMAGE_PIXELS:
+            with _PIXEL_LIMIT_LOCK:  # a caller raising the limit: Pillow's own check must not refuse first
+                old = Image.MAX_IMAGE_PIXELS
+                Image.MAX_IMAGE_PIXELS = limit
+                try:
+                    im = Image.open(path)
+                finally:
+                    Image.MAX_IMAGE_PIXELS = old
+        else:
+            im = Image.open(path)
+        with im:
+            w, h = im.size
+            if limit and w * h > limit:
+                raise ValueError(f"image too large: {w}x{h} = {w * h:,} pixels is over the limit of {limit:,} "
+                                 f"(decompression-bomb guard); not decoded")
+            im.load()
+            im = ImageOps.exif_transpose(im) or im
+            return to_rgb(im)
+    except Image.DecompressionBombError as e:
+        raise ValueError(f"image too large (decompression-bomb guard, not decoded): {e}") from None
+    except (OSError, ValueError):
+        raise
+    except Exception as e:  # noqa: BLE001 - SyntaxError, struct.error, EOFError ... from broken files
+        raise ValueError(f"{type(e).__name__}: {e}") from None
+
+
+_PIXEL_LIMIT_LOCK = threading.Lock()
+
+
+def limit_aspect(im: Image.Image, max_ratio: float = MAX_ASPECT) -> Image.Image:
+    """Centre-crop an image whose long side is more than ``max_ratio`` times its short side to that ratio.
+
+    A 20000×1 strip would otherwise become a multi-gigabyte image when a CLIP transform scales its short side
+    up to 224 before centre-cropping a square; cropping the centre first gives the same square (the crop keeps
+    the centre) at a bounded size. Images within the ratio are returned unchanged.
+    """
+    w, h = im.size
+    if w == 0 or h == 0:
+        return im
+    if w > max_ratio * h:
+        nw = max(1, int(round(max_ratio * h)))
+        left = (w - nw) // 2
+        return im.crop((left, 0, left + nw, h))
+    if h > max_ratio * w:
+        nh = max(1, int(round(max_ratio * w)))
+        top = (h - nh) // 2
+        return im.crop((0, top, w, top + nh))
+    return im
+
+
+def thumbnail(path: str | os.PathLike, size: int = 256, max_pixels: int | None = None) -> Image.Image:
+    """An upright RGB thumbnail (longest side at most ``size``) through :func:`load_image` (same guards)."""
+    im = load_image(path, max_pixels=max_pixels)
+    im = im.copy()
+    im.thumbnail((size, size), Image.Resampling.LANCZOS)
+    return im
 
 
 def to_rgb(im: Image.Image) -> Image.Image:
@@ -193,51 +264,129 @@ def read_classes_file(path: str | os.PathLike) -> list[str]:
     return seen
 
 
-def read_table(path: str | os.PathLike) -> pd.DataFrame:
-    """Read a table of samples and return a DataFrame with exactly the columns ``path`` and ``label`` (str).
+DELIMITERS = (",", ";", "\t", "|")
 
-    CSV dialect (comma, semicolon, tab, pipe), a UTF-8 BOM, quoted fields, surrounding blanks and empty rows
-    are handled. Column names are matched case-insensitively against common spellings (path/filepath/file/
-    image…, label/class/target…). Raises :class:`DatasetError` naming the file when a column is missing.
+
+def _find_columns(columns: Sequence[object]) -> tuple[object | None, object | None]:
+    cols: dict[str, object] = {}
+    for c in columns:
+        cols.setdefault(str(c).strip().lstrip("\ufeff").strip().lower(), c)
+    pcol = next((cols[c] for c in PATH_COLUMNS if c in cols), None)
+    lcol = next((cols[c] for c in LABEL_COLUMNS if c in cols), None)
+    return pcol, lcol
+
+
+def _pick_delimiter(text: str) -> str:
+    """The delimiter that splits the header into a path and a label column; else csv.Sniffer's guess; else ','."""
+    header = text.lstrip("\r\n").split("\n", 1)[0]
+    for d in DELIMITERS:
+        try:
+            cols = next(csv.reader([header], delimiter=d, skipinitialspace=True))
+        except (csv.Error, StopIteration):
+            continue
+        if len(cols) >= 2 and all(c is not None for c in _find_columns(cols)):
+            return d
+    try:
+        return csv.Sniffer().sniff("\n".join(text.splitlines()[:50]), delimiters="".join(DELIMITERS)).delimiter
+    except csv.Error:
+        return ","
+
+
+def read_table(path: str | os.PathLike) -> pd.DataFrame:
+    """Read a table of samples: a DataFrame with exactly the columns ``path`` and ``label`` (str, stripped).
+
+    Its index is the row's line number in the file (1 = the header; the row number for Parquet) so that
+    messages can point at the line. CSV dialect (comma, semicolon, tab, pipe: the one that splits the header
+    into a path and a label column), a UTF-8 BOM, CRLF, quoted fields (with delimiters or newlines inside),
+    surrounding blanks and empty rows are handled; a file that is not UTF-8 is read as Latin-1. Column names
+    are matched case-insensitively against common spellings (path/filepath/file/image…, label/class/target…).
+    A row with more fields than the header (an unquoted delimiter in a path) is kept with the ``label`` set to
+    :data:`BAD_ROW` and the raw fields in ``path``, so that it is reported, not silently misread.
+    Raises :class:`DatasetError` naming the file when it cannot be read or a column is missing.
     """
     p = Path(path)
     name = display_path(str(p))
     try:
         if p.suffix.lower() in (".parquet", ".pq"):
             df = pd.read_parquet(p)
+            pcol, lcol = _find_columns(df.columns)
+            _require_columns(name, df.columns, pcol, lcol)
+            out = pd.DataFrame({"path": df[pcol].map(_cell), "label": df[lcol].map(_cell)})
+            out.index = pd.RangeIndex(1, len(out) + 1)
         else:
             raw = p.read_bytes()
             try:
                 text = raw.decode("utf-8-sig")
             except UnicodeDecodeError:
                 text = raw.decode("latin-1")
+            if "\0" in text:
+                raise DatasetError(f"{name}: this is not a text table (it contains NUL bytes)")
             if not text.strip():
                 raise DatasetError(f"{name}: the table is empty")
-            sample = "\n".join(text.splitlines()[:50])
-            try:
-                dialect = csv.Sniffer().sniff(sample, delimiters=",;\t|")
-                sep = dialect.delimiter
-            except csv.Error:
-                sep = ","
-            df = pd.read_csv(io.StringIO(text), sep=sep, dtype=str, keep_default_na=False,
-                             skip_blank_lines=True, skipinitialspace=True, quotechar='"')
+            out = _parse_csv(text, name)
     except DatasetError:
         raise
     except Exception as e:  # noqa: BLE001 - any parser failure becomes a clear message about this file
-        raise DatasetError(f"{name}: cannot read the table ({type(e).__name__}: {e})") from None
-    cols = {str(c).strip().lstrip("\ufeff").lower(): c for c in df.columns}
-    pcol = next((cols[c] for c in PATH_COLUMNS if c in cols), None)
-    lcol = next((cols[c] for c in LABEL_COLUMNS if c in cols), None)
+        msg = str(e).strip().splitlines()[0] if str(e).strip() else ""
+        raise DatasetError(f"{name}: cannot read the table ({type(e).__name__}: {msg})") from None
+    keep = ~((out["path"] == "") & (out["label"] == ""))  # empty rows
+    return out[keep]
+
+
+#: ``label`` given by :func:`read_table` to a row it could not split into the header's columns
+BAD_ROW = "\0bad-row"
+
+
+def _cell(v: object) -> str:
+    if v is None or (isinstance(v, (float, np.floating)) and np.isnan(v)):
+        return ""
+    if isinstance(v, (float, np.floating)) and float(v).is_integer():
+        return str(int(v))  # an integer label column with gaps is read by Parquet/pandas as float
+    if isinstance(v, bytes):
+        return display_path(v)
+    return str(v).strip()
+
+
+def _require_columns(name: str, columns: Sequence[object], pcol: object, lcol: object) -> None:
     missing = [n for n, c in (("path", pcol), ("label", lcol)) if c is None]
     if missing:
-        raise DatasetError(
-            f"{name}: missing column(s) {', '.join(missing)}; found {', '.join(map(str, df.columns)) or 'none'}. "
-            f"Expected a header like 'path,label'."
-        )
-    out = pd.DataFrame({"path": df[pcol].astype(str).str.strip(), "label": df[lcol].astype(str).str.strip()})
-    out = out[~((out["path"] == "") & (out["label"] == ""))]  # empty rows
-    out = out[~out["path"].str.lower().isin(["nan", "none"]) | (out["label"] != "")]
-    return out.reset_index(drop=True)
+        found = ", ".join(display_path(str(c)) for c in columns) or "none"
+        raise DatasetError(f"{name}: missing column(s) {', '.join(missing)}; found {found}. "
+                           f"Expected a header like 'path,label'.")
+
+
+def _parse_csv(text: str, name: str) -> pd.DataFrame:
+    delim = _pick_delimiter(text)
+    reader = csv.reader(io.StringIO(text, newline=""), delimiter=delim, skipinitialspace=True, strict=False)
+    header: list[str] | None = None
+    paths: list[str] = []
+    labels: list[str] = []
+    lines: list[int] = []
+    prev_end = 0
+    for rec in reader:
+        start, prev_end = prev_end + 1, reader.line_num
+        if header is None:
+            if not rec or all(not c.strip() for c in rec):
+                continue  # blank lines before the header
+            header = rec
+            pcol, lcol = _find_columns(header)
+            _require_columns(name, header, pcol, lcol)
+            pi, li = header.index(pcol), header.index(lcol)
+            continue
+        if not rec or all(not c.strip() for c in rec):
+            continue
+        extra = rec[len(header):]
+        if any(c.strip() for c in extra):
+            paths.append(delim.join(rec))
+            labels.append(BAD_ROW)
+        else:
+            paths.append(rec[pi].strip() if pi < len(rec) else "")
+            labels.append(rec[li].strip() if li < len(rec) else "")
+        lines.append(start)
+    if header is None:
+        raise DatasetError(f"{name}: the table is empty")
+    return pd.DataFrame({"path": paths, "label": labels}, index=pd.Index(lines, dtype=np.int64),
+                        dtype=object)
 
 
 def _status_of_file(abs_path: Path) -> tuple[str, str]:
@@ -248,6 +397,8 @@ def _status_of_file(abs_path: Path) -> tuple[str, str]:
         return STATUS_MISSING, f"{disp}: file not found"
     except OSError as e:
         return STATUS_UNREADABLE, f"{disp}: cannot access ({e.strerror or e})"
+    except ValueError as e:  # e.g. an embedded NUL character
+        return STATUS_INVALID_NAME, f"{disp}: invalid path ({e})"
     if not abs_path.is_file():
         return STATUS_UNREADABLE, f"{disp}: not a regular file"
     if st.st_size == 0:
@@ -277,24 +428,28 @@ def _rows_to_dataset(rows: list[dict], classes: list[str], root: Path, source: s
                    notes=notes)
 
 
-def _walk_files(top: Path, notes: list[str]) -> list[Path]:
-    """All files under ``top`` (hidden entries skipped), following directory symlinks once (loops reported)."""
-    found: list[Path] = []
-    seen_dirs: set[str] = set()
+def _walk_files(top: Path, notes: list[str], seen_dirs: set[str]) -> list[Path]:
+    """All files under ``top`` (hidden entries skipped), in name order.
 
-    def visit(d: Path) -> None:
-        try:
-            real = os.path.realpath(d)
-        except OSError:
-            return
-        if real in seen_dirs:
-            notes.append(f"{display_path(str(d))}: symlink loop or repeated folder, skipped")
-            return
-        seen_dirs.add(real)
+    Directory symlinks are followed, but a folder is never walked twice: ``seen_dirs`` holds the real paths
+    of the folders already walked (shared across the whole tree, pre-filled with the dataset root and every
+    class folder), so a symlink loop, a link back to the root or into another class is reported in ``notes``
+    and skipped instead of recursing forever or giving an image two labels.
+    """
+    found: list[Path] = []
+
+    def visit(d: Path, first: bool) -> None:
+        real = os.path.realpath(d)
+        if not first:
+            if real in seen_dirs:
+                notes.append(f"{display_path(str(d))}: symlink loop or folder already scanned "
+                             f"(points to {display_path(real)}), skipped")
+                return
+            seen_dirs.add(real)
         try:
             entries = sorted(os.scandir(d), key=lambda e: e.name)
         except OSError as e:
-            notes.append(f"{display_path(str(d))}: cannot list folder ({e.strerror or e})")
+            notes.append(f"{display_path(str(d))}: cannot list folder ({e.strerror or e}); its images are skipped")
             return
         for e in entries:
             if e.name.startswith("."):
@@ -302,13 +457,13 @@ def _walk_files(top: Path, notes: list[str]) -> list[Path]:
             p = Path(e.path)
             try:
                 if e.is_dir(follow_symlinks=True):
-                    visit(p)
+                    visit(p, False)
                     continue
             except OSError:
-                pass
+                pass  # e.g. a symlink loop on a file name: reported as unreadable by _status_of_file
             found.append(p)
 
-    visit(top)
+    visit(top, True)
     return found
 
 
@@ -316,31 +471,41 @@ def _load_imagefolder(top: Path, fixed_classes: list[str] | None) -> Dataset:
     notes: list[str] = []
     root = top.resolve()
     class_dirs = []
-    for e in sorted(os.scandir(top), key=lambda e: e.name):
+    try:
+        top_entries = sorted(os.scandir(top), key=lambda e: e.name)
+    except OSError as e:
+        raise DatasetError(f"{display_path(str(top))}: cannot list folder ({e.strerror or e})") from None
+    for e in top_entries:
         if e.name.startswith("."):
             continue
         try:
             if e.is_dir(follow_symlinks=True):
                 class_dirs.append(e)
-        except OSError:
-            continue
+            elif e.is_file(follow_symlinks=True):
+                notes.append(f"{display_path(e.path)}: file at the top level of an ImageFolder ignored "
+                             f"(images must sit in one sub-folder per class)")
+        except OSError as err:
+            notes.append(f"{display_path(e.path)}: cannot access ({err.strerror or err}), skipped")
     if not class_dirs:
         raise DatasetError(f"{display_path(str(top))}: an ImageFolder needs one sub-folder per class; none found")
-    classes = list(fixed_classes) if fixed_classes else [e.name for e in class_dirs]
+    found_classes = [display_path(e.name) for e in class_dirs]
+    classes = list(fixed_classes) if fixed_classes else found_classes
+    seen_dirs = {str(root)} | {os.path.realpath(e.path) for e in class_dirs}
     rows: list[dict] = []
-    for e in class_dirs:
-        label = e.name
-        for f in _walk_files(Path(e.path), notes):
+    for e, label in zip(class_dirs, found_classes):
+        for f in _walk_files(Path(e.path), notes, seen_dirs):
             rel = f.relative_to(top).as_posix()
+            if not is_valid_name(rel):
+                shown = display_path(rel)
+                rows.append(dict(sample_id=make_sample_id(rel), path=shown, abs_path=display_path(str(f.absolute())),
+                                 label=label, status=STATUS_INVALID_NAME,
+                                 reason=f"{shown}: file name is not valid UTF-8; rename the file to use it"))
+                continue
             status, reason = _status_of_file(f)
             if status == STATUS_OK and fixed_classes and label not in classes:
                 status, reason = STATUS_UNKNOWN_LABEL, f"{display_path(rel)}: label '{label}' is not in the classes file"
             rows.append(dict(sample_id=make_sample_id(rel), path=rel, abs_path=str(f.absolute()), label=label,
                              status=status, reason=reason))
-    for name in sorted(os.listdir(top)):
-        if not name.startswith(".") and (top / name).is_file():
-            notes.append(f"{display_path(str(top / name))}: file at the top level of an ImageFolder ignored "
-                         f"(images must sit in one sub-folder per class)")
     return _rows_to_dataset(rows, classes, root, str(top), "imagefolder", notes)
 
 
@@ -350,19 +515,33 @@ def _from_table(table: pd.DataFrame, base: Path, source: str, fixed_classes: lis
     root = base.resolve()
     rows: list[dict] = []
     seen: dict[str, int] = {}
-    for i, (p, label) in enumerate(zip(table["path"], table["label"]), start=2):
+    unit = "row" if Path(source).suffix.lower() in (".parquet", ".pq") else "line"
+    for i, p, label in zip(table.index, table["path"], table["label"]):
+        where = f"{display_path(source)} {unit} {i}"
+        if label == BAD_ROW:
+            rel = f"#{unit}{i}"
+            rows.append(dict(sample_id=make_sample_id(f"{rel}#invalid"), path=p, abs_path="", label="",
+                             status=STATUS_INVALID_ROW,
+                             reason=f"{where}: more fields than the header has columns ({p!r}); "
+                                    f"quote a path that contains the delimiter"))
+            continue
+        if "\0" in p or not p:
+            rows.append(dict(sample_id=make_sample_id(f"#{unit}{i}#invalid"), path=p.replace("\0", "\\0"),
+                             abs_path="", label=label, status=STATUS_INVALID_NAME if p else STATUS_MISSING,
+                             reason=f"{where}: " + ("the path contains a NUL character" if p else "empty path")))
+            continue
         raw = Path(p)
         abs_p = raw if raw.is_absolute() else base / raw
         norm = Path(os.path.normpath(abs_p.absolute()))
-        inside = _is_within(norm, root) or _is_within(Path(os.path.realpath(norm)), root)
-        rel = norm.relative_to(root).as_posix() if _is_within(norm, root) else norm.as_posix()
+        within = _is_within(norm, root)
+        try:
+            inside = within or _is_within(Path(os.path.realpath(norm)), root)
+        except (OSError, ValueError):
+            inside = within
+        rel = norm.relative_to(root).as_posix() if within else norm.as_posix()
         sid = make_sample_id(rel)
-        status, reason = STATUS_OK, ""
-        where = f"{display_path(source)} line {i}"
-        if not p:
-            status, reason = STATUS_MISSING, f"{where}: empty path"
-        elif rel in seen:
-            status, reason = STATUS_DUPLICATE, f"{where}: duplicate of line {seen[rel]} ({display_path(p)})"
+        if rel in seen:
+            status, reason = STATUS_DUPLICATE, f"{where}: {display_path(p)} is a duplicate of {unit} {seen[rel]}"
             sid = make_sample_id(f"{rel}#dup{i}")
         elif not inside and not allow_outside_root:
             status, reason = (STATUS_OUTSIDE_ROOT, f"{where}: {display_path(p)} is outside the dataset root "
@@ -371,6 +550,8 @@ def _from_table(table: pd.DataFrame, base: Path, source: str, fixed_classes: lis
             status, reason = STATUS_EMPTY_LABEL, f"{where}: {display_path(p)} has an empty label"
         else:
             status, reason = _status_of_file(norm)
+            if reason:
+                reason = f"{where}: {reason}"
         if fixed_classes is not None and status == STATUS_OK and label not in fixed_classes:
             status, reason = STATUS_UNKNOWN_LABEL, f"{where}: label '{label}' of {display_path(p)} is not in the classes file"
         seen.setdefault(rel, i)
@@ -378,7 +559,8 @@ def _from_table(table: pd.DataFrame, base: Path, source: str, fixed_classes: lis
     if fixed_classes is not None:
         classes = list(fixed_classes)
     else:
-        labels = {r["label"] for r in rows if r["label"] and r["status"] not in (STATUS_DUPLICATE, STATUS_EMPTY_LABEL)}
+        labels = {r["label"] for r in rows if r["label"] and r["status"] not in
+                  (STATUS_DUPLICATE, STATUS_EMPTY_LABEL, STATUS_INVALID_ROW, STATUS_INVALID_NAME)}
         classes = sorted(labels, key=_natural_key)
     return _rows_to_dataset(rows, classes, root, source, "table", notes)
 

@@ -17,7 +17,7 @@ from typing import Callable, Sequence
 
 import numpy as np
 
-from .dataset import load_image
+from .dataset import limit_aspect, load_image
 from .encoders import Encoder
 
 CHUNK = 1024
@@ -50,7 +50,7 @@ class _ImageSet:
 
     def __getitem__(self, i: int):
         try:
-            return self.preprocess(load_image(self.paths[i])), i, True, ""
+            return self.preprocess(limit_aspect(load_image(self.paths[i]))), i, True, ""
         except Exception as e:  # noqa: BLE001 - any decode failure is reported, not fatal
             if self._zero is None:
                 self._zero = self.shape_hint()

@@ -130,7 +130,7 @@ def gmm_clean_posterior(scores: np.ndarray, y: np.ndarray, seed: int = 0,
         gmm = GaussianMixture(n_components=2, max_iter=100, tol=1e-3, reg_covar=5e-4, random_state=seed)
         with warnings.catch_warnings():
             warnings.simplefilter("ignore")
-            gmm.fit(v[:, None])
+            gmm.fit(np.sort(v)[:, None])  # sorted: the fit depends on the values only, not on the row order
         clean = int(np.argmax(gmm.means_.ravel()))
         post[m] = gmm.predict_proba(v[:, None])[:, clean]
     return post
