@@ -1,0 +1,117 @@
+"""Class confusion: given label x the model's top class, the most confused pairs, and the samples behind a cell."""
+from __future__ import annotations
+
+import numpy as np
+import plotly.graph_objects as go
+import streamlit as st
+
+from clipcleaner_core import views
+from clipcleaner_core.detectors import SOURCE_TITLES
+from app_pages import _ui
+
+ctx = _ui.require_ctx()
+_ui.page_header("Class confusion", "Rows: the given label. Columns: the class a model predicts. Off-diagonal cells "
+                "are disagreements; click a cell (or a row of the table) to review those samples.",
+                ":material/grid_on:")
+
+K = len(ctx.classes)
+sources = [s for s in ("zs", "probe", "ens", "knn") if ctx.array(f"probs_{s}") is not None]
+if not sources or len(ctx.scores) == 0:
+    st.info("No class probabilities in this workspace. Re-scan the dataset on **Home**.")
+    st.stop()
+if "zs" not in sources:
+    st.caption(":material/info: Zero-shot is not available for this encoder (no text tower): the switch offers the "
+               "linear probe, the ensemble and the neighbours.")
+
+c1, c2 = st.columns([3, 2], vertical_alignment="bottom")
+src = c1.segmented_control("Predicted by", sources, default=sources[0], key="conf_src", required=True,
+                           format_func=lambda s: SOURCE_TITLES[s])
+norm = c2.toggle("Row-normalised (share of the given class)", key="conf_norm", value=False)
+
+
+@st.cache_resource(max_entries=16, show_spinner=False)
+def _pred(path: str, name: str, stamp: int) -> np.ndarray:
+    return np.asarray(ctx.array(f"probs_{name}")).argmax(axis=1)
+
+
+@st.cache_resource(max_entries=16, show_spinner=False)
+def _counts(path: str, name: str, stamp: int) -> np.ndarray:
+    return views.confusion_counts(ctx.scores["label_idx"].to_numpy(), ctx.array(f"probs_{name}"), K)
+
+
+stamp = _ui._mtime(ctx.ws.path / f"probs_{src}.npy")
+counts = _counts(ctx.path, src, stamp)
+pred = _pred(ctx.path, src, stamp)
+z = views.row_normalise(counts) if norm else counts.astype(float)
+# colour scale on the off-diagonal only, so disagreements are visible next to the big diagonal
+off = z * (1 - np.eye(K))
+zmax = float(off.max()) if off.max() > 0 else 1.0
+text = np.char.mod("%.0f%%", z * 100) if norm else counts.astype(str)
+fig = go.Figure(go.Heatmap(z=np.minimum(z, zmax * 1.0001), x=ctx.classes, y=ctx.classes, text=text,
+                           texttemplate="%{text}" if K <= 30 else None, colorscale="Purples", zmin=0, zmax=zmax,
+                           hovertemplate="given %{y} → predicted %{x}: %{text}<extra></extra>",
+                           colorbar=dict(title="share" if norm else "samples")))
+gi, si = np.meshgrid(np.arange(K), np.arange(K), indexing="ij")
+fig.add_trace(go.Scatter(x=np.asarray(ctx.classes)[si.ravel()], y=np.asarray(ctx.classes)[gi.ravel()],
+                         mode="markers", marker=dict(size=max(6, min(36, 600 // max(K, 1))), opacity=0.01,
+                                                     color="#000"),
+                         customdata=np.stack([gi.ravel(), si.ravel()], axis=1), hoverinfo="skip", showlegend=False))
+fig.update_layout(height=min(140 + 38 * K, 900), margin=dict(l=10, r=10, t=10, b=10),
+                  xaxis=dict(title=f"predicted ({SOURCE_TITLES[src]})", side="bottom", constrain="domain"),
+                  yaxis=dict(title="given label", autorange="reversed", scaleanchor="x"), clickmode="event+select")
+st.caption("Diagonal cells are clipped to the largest off-diagonal value so the colour shows the confusions.")
+ev = st.plotly_chart(fig, key="conf_heat", on_select="rerun", selection_mode=("points",), width="stretch",
+                     config={"displaylogo": False})
+try:
+    pts = list(ev.selection.get("points", [])) if ev is not None else []
+except AttributeError:
+    pts = []
+for p in pts:
+    cd = p.get("customdata")
+    if cd is not None and len(cd) == 2:
+        st.session_state["conf_cell"] = (int(cd[0]), int(cd[1]))
+
+sim = ctx.array("class_similarity")
+sim_src = ctx.settings.get("class_similarity_source", "class prototypes")
+st.markdown("#### Most confused class pairs — hard-noise candidates")
+st.caption(f"Similarity: cosine between **{sim_src}**. Pairs that are both confused and similar are where "
+           "hard label noise hides. Select a row to review its samples.")
+pairs = views.confused_pairs(counts, sim, ctx.classes, top=15)
+if len(pairs) == 0:
+    st.success("No disagreement at all between the given labels and this source.")
+else:
+    show = pairs[["given", "suggested", "samples", "share_of_given", "similarity"]].rename(
+        columns={"suggested": "predicted", "share_of_given": "share of given class"})
+    tev = st.dataframe(show, hide_index=True, width="stretch", on_select="rerun", selection_mode="single-row",
+                       key="conf_table", column_config={
+                           "share of given class": st.column_config.ProgressColumn(format="percent", min_value=0,
+                                                                                   max_value=1),
+                           "similarity": st.column_config.NumberColumn(format="%.3f")})
+    try:
+        sel_rows = tev.selection.rows
+    except AttributeError:
+        sel_rows = []
+    if sel_rows:
+        r = pairs.iloc[sel_rows[0]]
+        st.session_state["conf_cell"] = (int(r["given_idx"]), int(r["suggested_idx"]))
+
+st.markdown("#### Samples of a cell")
+cell = st.session_state.get("conf_cell")
+a, b, _ = st.columns([2, 2, 3], vertical_alignment="bottom")
+g_sel = a.selectbox("Given", ctx.classes, index=cell[0] if cell else None, key=f"conf_g_{cell}",
+                    placeholder="choose a class")
+p_sel = b.selectbox("Predicted", ctx.classes, index=cell[1] if cell else None, key=f"conf_p_{cell}",
+                    placeholder="choose a class")
+if g_sel is None or p_sel is None:
+    st.info("Click a cell of the heatmap, select a row of the table, or choose a given and a predicted class.",
+            icon=":material/touch_app:")
+    st.stop()
+gi_, pi_ = ctx.classes.index(g_sel), ctx.classes.index(p_sel)
+if (gi_, pi_) != cell:
+    st.session_state["conf_cell"] = (gi_, pi_)
+    st.rerun()
+cand = np.flatnonzero((ctx.scores["label_idx"].to_numpy() == gi_) & (pred == pi_))
+rows = views.filter_rows(ctx.scores, ctx.state(), flagged_only=False, rows=cand)
+st.markdown(f"Given **{g_sel}**, predicted **{p_sel}** by {SOURCE_TITLES[src]}: **{len(rows):,}** samples, "
+            f"{int(ctx.scores['flagged'].to_numpy()[rows].sum()):,} flagged.")
+_ui.sample_grid(ctx, rows, "conf", empty="No sample in this cell.")

@@ -1,0 +1,218 @@
+"""Home: open a workspace, scan a dataset, or build the offline demo; then the scan summary."""
+from __future__ import annotations
+
+import os
+import traceback
+from pathlib import Path
+
+import pandas as pd
+import plotly.graph_objects as go
+import streamlit as st
+
+from clipcleaner_core import views
+from clipcleaner_core.workspace import Workspace
+from app_pages import _ui
+
+ctx = _ui.load_ctx()
+
+st.html("<div class='cc-hero'><h1>Find and fix mislabelled images</h1><p>clipcleaner embeds your images, "
+        "scores every label with CLIP-based detectors (CLIPCleaner, ACM MM 2024) and baselines, and lets you "
+        "review the suspects and export a cleaned CSV.</p></div>")
+
+
+def _progress_cb(bar, status):
+    names = {"embed": "Embedding images", "assemble": "Assembling embeddings", "score": "Scoring labels"}
+
+    def cb(stage: str, done: int, total: int) -> None:
+        frac = min(max(done / total, 0.0), 1.0) if total else 0.0
+        bar.progress(frac, text=f"{names.get(stage, stage)}: {done:,} / {total:,}")
+        status.update(label=f"{names.get(stage, stage)}…")
+    return cb
+
+
+def _run_scan(data: str, ws_dir: str, classes_file: str | None, enc, truth: str | None = None) -> bool:
+    from clipcleaner_core.dataset import DatasetError
+    from clipcleaner_core.encoders import WeightsUnavailable
+    from clipcleaner_core.pipeline import scan
+
+    with st.status("Scanning…", expanded=True) as status:
+        bar = st.progress(0.0, text="Loading the dataset")
+        try:
+            res = scan(data, ws_dir, classes_file=classes_file or None, encoder=enc,
+                       progress=_progress_cb(bar, status), log=lambda m: st.write(m))
+        except WeightsUnavailable as e:
+            status.update(label="CLIP weights are not available offline", state="error")
+            st.error(f"**CLIP weights are not available on this machine.**\n\n{e}\n\nTip: the *pixels* encoder "
+                     "needs no weights (but it is not CLIP and has no zero-shot scores).",
+                     icon=":material/cloud_off:")
+            return False
+        except (DatasetError, FileNotFoundError, ValueError) as e:
+            status.update(label="The dataset could not be read", state="error")
+            st.error(f"{type(e).__name__}: {e}", icon=":material/error:")
+            return False
+        except Exception as e:  # noqa: BLE001 - show the error in the app instead of a stack trace page
+            status.update(label="The scan failed", state="error")
+            st.error(f"{type(e).__name__}: {e}")
+            with st.expander("Traceback"):
+                st.code(traceback.format_exc())
+            return False
+        status.update(label=f"Scanned {res.settings['counts']['scored']:,} samples: "
+                            f"{res.settings['counts']['flagged']:,} flagged", state="complete", expanded=False)
+    if truth:
+        views.set_truth_path(Workspace(ws_dir), truth)
+    _ui.open_workspace(ws_dir)
+    return True
+
+
+def start_panel(expanded_tab: bool = True) -> None:
+    tab_demo, tab_scan, tab_open = st.tabs([":material/rocket_launch: Try the offline demo",
+                                            ":material/document_scanner: Scan a dataset",
+                                            ":material/folder_open: Open a workspace"])
+    with tab_demo:
+        st.markdown("The demo needs no internet and no model weights: scikit-learn's 1,797 handwritten digits "
+                    "(32×32 PNG) with **30 % injected label noise** (half *hard* flips to the most similar digit, "
+                    "half random), scanned with the **pixels** encoder — a raw-pixel baseline, *not CLIP*, so "
+                    "zero-shot criteria are off. Ground truth is kept, so the Evaluation and Hard-noise pages can "
+                    "score every detector. Takes ~20 s.")
+        default_dir = str(Path(os.environ.get("CLIPCLEANER_DEMO_DIR", Path.home() / "clipcleaner-demo")))
+        d = st.text_input("Demo folder", value=default_dir, key="demo_dir",
+                          help="Images go to FOLDER/data, the workspace to FOLDER/workspace.")
+        if st.button("Build and scan the demo", type="primary", icon=":material/rocket_launch:", key="demo_go"):
+            from clipcleaner_core.demo import write_demo
+            from clipcleaner_core.pipeline import EncoderConfig
+
+            base = Path(d).expanduser().absolute()
+            with st.spinner("Writing the demo images…"):
+                info = write_demo(base / "data")
+            if _run_scan(info["labels"], str(base / "workspace"), info["classes_file"],
+                         EncoderConfig(encoder="pixels"), truth=info["truth"]):
+                st.rerun()
+    with tab_scan:
+        with st.form("scan_form", border=False):
+            c1, c2 = st.columns(2)
+            data = c1.text_input("Dataset", placeholder="/data/pets  (ImageFolder)  or  /data/labels.csv",
+                                 help="An ImageFolder (one sub-folder per class) or a CSV/TSV/Parquet table with a "
+                                      "path column and a label column (paths relative to the table's folder).")
+            ws_dir = c2.text_input("Workspace folder", placeholder="/data/pets-workspace",
+                                   help="Where embeddings, scores and review decisions are stored.")
+            classes_file = c1.text_input("Classes file (optional)", help="One class name per line; fixes order.")
+            truth = c2.text_input("Ground-truth labels (optional)", help="path,label table of the clean labels; "
+                                  "enables the Evaluation page.")
+            e1, e2, e3, e4 = st.columns(4)
+            encoder = e1.selectbox("Encoder", ["clip", "pixels"], index=0,
+                                   help="clip: open_clip model (needs weights); pixels: raw pixels, no weights, "
+                                        "not CLIP (no zero-shot)")
+            model = e2.text_input("Model", value="ViT-B-32")
+            pretrained = e3.text_input("Pretrained tag", value="laion2b_s34b_b79k",
+                                       help="An open_clip tag whose weights are cached locally")
+            checkpoint = e4.text_input("…or checkpoint file", help="A local open_clip state_dict (overrides the tag)")
+            go_scan = st.form_submit_button("Scan", type="primary", icon=":material/play_arrow:")
+        if go_scan:
+            from clipcleaner_core.pipeline import EncoderConfig
+
+            if not data or not ws_dir:
+                st.warning("Give both a dataset and a workspace folder.")
+            else:
+                enc = EncoderConfig(encoder=encoder, model=model, pretrained=(pretrained or None) if not checkpoint
+                                    else None, checkpoint=checkpoint or None)
+                if _run_scan(data, ws_dir, classes_file or None, enc, truth=truth or None):
+                    st.rerun()
+    with tab_open:
+        p = st.text_input("Workspace folder", value=_ui.current_workspace_path() or "", key="open_path",
+                          placeholder="/data/pets-workspace")
+        if st.button("Open", key="open_go", icon=":material/folder_open:"):
+            if Workspace(p).exists():
+                _ui.open_workspace(p)
+                st.rerun()
+            else:
+                st.error(f"`{p}` is not a scanned workspace (no workspace.json / scores.parquet). "
+                         "Scan a dataset into it first.")
+
+
+if ctx is None:
+    p = _ui.current_workspace_path()
+    if p:
+        st.warning(f"`{p}` is not a scanned workspace yet.")
+    start_panel()
+    st.stop()
+
+# --- summary -------------------------------------------------------------------------------------------------------
+S = ctx.settings
+summ = views.scan_summary(S, ctx.scores, ctx.dataset())
+state = ctx.state()
+flag = ctx.scores["flagged"].to_numpy(dtype=bool)
+dec = views.decision_counts(state, flag)
+reviewed = summ["flagged"] - dec["undecided"]
+
+head_l, head_r = st.columns([5, 1], vertical_alignment="center")
+head_l.markdown(f"### Workspace `{ctx.ws.path.name}`")
+head_l.caption(f"`{ctx.ws.path}` · scanned {S.get('scanned_at', '?')} · data `{S.get('data', {}).get('source', '?')}`")
+if head_r.button("Close workspace", icon=":material/logout:", key="close_ws"):
+    _ui.close_workspace()
+    st.rerun()
+
+m = st.columns(5)
+m[0].metric("Samples", f"{summ['samples']:,}", help="Rows found in the dataset, readable or not")
+m[1].metric("Classes", summ["classes"])
+m[2].metric("Flagged", f"{summ['flagged']:,}", f"{summ['flagged_share']:.1%} of scored", delta_color="off", delta_arrow="off",
+            help=f"By the default method '{summ['method']}'")
+m[3].metric("Reviewed", f"{reviewed:,}", f"of {summ['flagged']:,} flagged", delta_color="off", delta_arrow="off")
+m[4].metric("Unusable files", f"{len(summ['problems']):,}", help="Missing / unreadable / unknown label; not scored")
+
+pills = [f"<span class='cc-pill'>encoder: {views.encoder_description(S)}</span>",
+         f"<span class='cc-pill'>method: {summ['method']}</span>",
+         f"<span class='cc-pill'>suggestions from: {summ['suggestion_source']}</span>"]
+st.html("<div>" + "".join(pills) + "</div>")
+if not summ["zero_shot"]:
+    st.warning(f"**Zero-shot criteria unavailable.** {summ['zero_shot_reason'] or 'The encoder has no text tower.'} "
+               "Only the linear-probe criteria, k-NN agreement and cleanlab are used.", icon=":material/info:")
+
+left, right = st.columns([3, 2])
+with left:
+    st.markdown("#### Flags per detector")
+    fc = summ["flag_counts"]
+    names = {"ensemble": "ensemble (default)", "clipcleaner": "CLIPCleaner (METHOD.md)", "cleanlab": "cleanlab",
+             "knn": "k-NN agreement"}
+    if fc:
+        keys = list(fc)
+        colors = ["#4f46e5" if k == summ["method"] else "#a5b4fc" for k in keys]
+        fig = go.Figure(go.Bar(x=[fc[k] for k in keys], y=[names.get(k, k) for k in keys], orientation="h",
+                               marker_color=colors, text=[f"{fc[k]:,} ({fc[k] / max(summ['scored'], 1):.0%})"
+                                                          for k in keys], textposition="auto"))
+        fig.update_layout(height=230, margin=dict(l=10, r=10, t=10, b=10), xaxis_title="samples flagged",
+                          yaxis=dict(autorange="reversed"))
+        st.plotly_chart(fig, width="stretch", config={"displayModeBar": False})
+with right:
+    st.markdown("#### CLIPCleaner criteria")
+    for c in summ["criteria_used"]:
+        st.markdown(f":material/check_circle: **{c}** — rejects {summ['criterion_rejects'].get(c, 0):,} labels")
+    for c in summ["criteria_unavailable"]:
+        st.markdown(f":material/block: ~~{c}~~ — not available (no text tower)")
+    st.markdown("#### Your review")
+    st.markdown(" · ".join(f"{_ui.STATUS_BADGE[k]} {dec[k]:,}" for k in ("undecided", "accept", "relabel", "exclude",
+                                                                         "unsure")))
+
+st.markdown("#### Flagged share per given class")
+cc = pd.DataFrame({"class": ctx.scores["label"], "flagged": flag}).groupby("class", sort=False)["flagged"] \
+    .agg(["sum", "count"]).reindex(ctx.classes).fillna(0)
+fig = go.Figure([go.Bar(x=cc.index, y=cc["count"] - cc["sum"], name="not flagged", marker_color="#c7d2fe"),
+                 go.Bar(x=cc.index, y=cc["sum"], name="flagged", marker_color="#ef4444")])
+fig.update_layout(barmode="stack", height=260, margin=dict(l=10, r=10, t=10, b=10), legend=dict(orientation="h"),
+                  yaxis_title="samples")
+st.plotly_chart(fig, width="stretch", config={"displayModeBar": False})
+
+probs = summ["problems"]
+with st.expander(f"Unusable files ({len(probs):,})", expanded=0 < len(probs) <= 20, icon=":material/broken_image:"):
+    if len(probs):
+        st.dataframe(probs, hide_index=True, width="stretch")
+    else:
+        st.caption("Every file was readable and had a known label.")
+
+st.markdown("#### Next")
+n1, n2, n3 = st.columns(3)
+n1.page_link("app_pages/suspects.py", label="Review the suspects", icon=":material/grid_view:")
+n2.page_link("app_pages/embedding_map.py", label="Explore the embedding map", icon=":material/scatter_plot:")
+n3.page_link("app_pages/export.py", label="Export the cleaned CSV", icon=":material/download:")
+
+with st.expander("Open another workspace, scan a dataset or build the demo", icon=":material/swap_horiz:"):
+    start_panel()

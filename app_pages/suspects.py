@@ -1,0 +1,32 @@
+"""Suspects: paged grid of flagged samples, most suspicious first, with filters and review actions."""
+from __future__ import annotations
+
+import streamlit as st
+
+from clipcleaner_core import views
+from app_pages import _ui
+
+ctx = _ui.require_ctx()
+_ui.page_header("Suspects", "Flagged samples, most suspicious first (noise score). Decide per card, per page, or "
+                "with the keyboard; every click is saved at once.", ":material/grid_view:")
+
+opts = views.criterion_options(ctx.scores, ctx.settings)
+with st.container(border=True, key="sus_filters"):
+    f1, f2, f3, f4, f5 = st.columns([3, 3, 3, 2, 2], vertical_alignment="bottom")
+    given = f1.multiselect("Given class", ctx.classes, key="sus_given", placeholder="any")
+    suggested = f2.multiselect("Suggested class", ctx.classes, key="sus_sugg", placeholder="any")
+    crit = f3.selectbox("Flagged by", [None, *opts], key="sus_crit",
+                        format_func=lambda k: "any criterion / detector" if k is None else opts[k])
+    status = f4.selectbox("Review status", list(_ui.STATUS_FILTERS), key="sus_status")
+    show_all = f5.toggle("Unflagged too", key="sus_all", help="Include samples the default method did not flag")
+
+rows = views.filter_rows(ctx.scores, ctx.state(), flagged_only=not show_all, given=given, suggested=suggested,
+                         criterion=crit, status=_ui.STATUS_FILTERS[status])
+n_flagged = int(ctx.scores["flagged"].sum())
+if n_flagged == 0 and not show_all:
+    st.success("No sample is flagged by the default method. Switch on **Unflagged too** to browse everything.",
+               icon=":material/verified:")
+empty = ("Nothing left to review with these filters — well done. Try **Review status: all**, or go to "
+         "**Export** for the cleaned CSV." if _ui.STATUS_FILTERS[status] == ["undecided"] else
+         "No sample matches these filters. Clear a filter to see more.")
+_ui.sample_grid(ctx, rows, "sus", empty=empty)

@@ -1,0 +1,115 @@
+"""Small cached thumbnails of the samples, so a review grid never sends full images to the browser.
+
+Thumbnails are written once into ``WS/cache/thumbs/<size>/<id[:2]>/<sample_id>.jpg`` (JPEG, quality 85; images
+are decoded with :func:`clipcleaner_core.dataset.load_image`, so EXIF rotation, CMYK, 16-bit and transparency are
+handled exactly as in the embedding stage). A thumbnail older than its source image is regenerated. An image that
+cannot be decoded gets a grey placeholder (PNG) with the reason printed on it, so the grid still shows the card.
+"""
+from __future__ import annotations
+
+import os
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+from typing import Iterable, Sequence
+
+from PIL import Image, ImageDraw
+
+from .dataset import load_image
+from .workspace import Workspace, atomic_write_bytes
+
+DEFAULT_SIZE = 192
+"""Longest side of a grid thumbnail, in pixels."""
+LARGE_SIZE = 512
+"""Longest side of the detail-view image, in pixels."""
+_MAX_DECODE_PIXELS = 200_000_000
+
+
+def thumbs_dir(ws: Workspace, size: int = DEFAULT_SIZE) -> Path:
+    return ws.cache_dir / "thumbs" / str(int(size))
+
+
+def thumbnail_path(ws: Workspace, sample_id: str, size: int = DEFAULT_SIZE) -> Path:
+    """Where the thumbnail of ``sample_id`` lives (it may not exist yet)."""
+    return thumbs_dir(ws, size) / sample_id[:2] / f"{sample_id}.jpg"
+
+
+def _placeholder(size: int, text: str) -> bytes:
+    import io
+
+    im = Image.new("RGB", (size, size), (226, 229, 234))
+    d = ImageDraw.Draw(im)
+    words, lines, line = text.split(), [], ""
+    for w in words:  # naive wrap at ~22 characters
+        if len(line) + len(w) + 1 > 22:
+            lines.append(line)
+            line = w
+        else:
+            line = f"{line} {w}".strip()
+    lines.append(line)
+    for i, ln in enumerate(lines[:8]):
+        d.text((8, 8 + 14 * i), ln, fill=(90, 96, 110))
+    buf = io.BytesIO()
+    im.save(buf, format="PNG")
+    return buf.getvalue()
+
+
+def make_thumbnail(src: str | os.PathLike, size: int = DEFAULT_SIZE) -> bytes:
+    """JPEG bytes of ``src`` scaled so its longest side is ``size`` (never upscaled beyond 4x; small images such
+    as 32x32 digits are enlarged with nearest-neighbour so pixels stay crisp). Raises on undecodable images."""
+    import io
+
+    im = load_image(src, max_pixels=_MAX_DECODE_PIXELS)
+    w, h = im.size
+    scale = size / max(w, h, 1)
+    if scale < 1:
+        im.thumbnail((size, size), Image.Resampling.LANCZOS, reducing_gap=3.0)
+    elif scale > 1:
+        s = min(scale, 8.0)
+        im = im.resize((max(1, round(w * s)), max(1, round(h * s))), Image.Resampling.NEAREST)
+    buf = io.BytesIO()
+    im.save(buf, format="JPEG", quality=85, optimize=True)
+    return buf.getvalue()
+
+
+def ensure_thumbnail(ws: Workspace, sample_id: str, abs_path: str, size: int = DEFAULT_SIZE) -> Path:
+    """Path of an up-to-date thumbnail of one sample, creating it (atomically) when missing or stale."""
+    out = thumbnail_path(ws, sample_id, size)
+    try:
+        src_mtime = os.stat(abs_path).st_mtime
+    except OSError:
+        src_mtime = None
+    try:
+        if src_mtime is None or out.stat().st_mtime >= src_mtime:
+            if out.is_file():
+                return out
+    except OSError:
+        pass
+    try:
+        data = make_thumbnail(abs_path, size)
+    except Exception as e:  # noqa: BLE001 - any decode problem becomes a visible placeholder
+        data = _placeholder(size, f"cannot show image: {type(e).__name__}: {e}")
+    atomic_write_bytes(out, data)
+    return out
+
+
+def ensure_thumbnails(ws: Workspace, sample_ids: Sequence[str], abs_paths: Sequence[str],
+                      size: int = DEFAULT_SIZE, workers: int = 4) -> list[Path]:
+    """Thumbnails of several samples (same order), generated in a small thread pool when missing."""
+    pairs = list(zip(sample_ids, abs_paths))
+    if len(pairs) <= 2:
+        return [ensure_thumbnail(ws, s, p, size) for s, p in pairs]
+    with ThreadPoolExecutor(max_workers=max(1, workers)) as ex:
+        return list(ex.map(lambda sp: ensure_thumbnail(ws, sp[0], sp[1], size), pairs))
+
+
+def clear_thumbnails(ws: Workspace, sizes: Iterable[int] | None = None) -> int:
+    """Delete cached thumbnails (all sizes by default); returns the number of files removed."""
+    import shutil
+
+    root = ws.cache_dir / "thumbs"
+    n = 0
+    for d in ([root / str(s) for s in sizes] if sizes else ([root] if root.exists() else [])):
+        if d.exists():
+            n += sum(1 for _ in d.rglob("*") if _.is_file())
+            shutil.rmtree(d, ignore_errors=True)
+    return n
