@@ -89,6 +89,14 @@ def cmd_scan(a: argparse.Namespace) -> int:
             print(f"  … and {len(r.problems) - a.show_problems} more (see {r.workspace.dataset_path})")
     for note in r.settings.get("notes", []):
         print(f"note: {note}")
+    if len(r.orphans):
+        print(f"{len(r.orphans)} review decision(s) belong to samples not scored in this scan; they are kept "
+              f"and apply again if the sample comes back:")
+        rows = list(zip(r.orphans["sample_id"], r.orphans["action"], r.orphans["reason"]))
+        for sid, action, reason in rows[:a.show_problems]:
+            print(f"  - {sid} ({action}): {reason}")
+        if len(rows) > a.show_problems:
+            print(f"  … and {len(rows) - a.show_problems} more")
     if len(r.scores) == 0:
         print(f"clipcleaner scan: error: no usable image in {a.data} ({len(r.problems)} unusable sample(s) "
               f"listed above and in {r.workspace.dataset_path}); nothing was scored", file=sys.stderr)
@@ -115,14 +123,152 @@ def cmd_evaluate(a: argparse.Namespace) -> int:
 def cmd_export(a: argparse.Namespace) -> int:
     from .export import export_csv, export_imagefolder, export_report
 
-    path, table = export_csv(a.workspace, a.out, excluded=a.excluded, undecided=a.undecided, db_url=a.db)
+    from .decisions import resolve_store_url
+
+    db_url, _ = resolve_store_url(a.workspace, a.db)  # --db, $CLIPCLEANER_DB_URL, workspace.json, review.sqlite
+    path, table = export_csv(a.workspace, a.out, excluded=a.excluded, undecided=a.undecided, db_url=db_url)
     print(f"wrote {len(table)} rows to {path}")
     if a.report:
-        rp, _ = export_report(a.workspace, table, a.report, db_url=a.db)
+        rp, _ = export_report(a.workspace, table, a.report, db_url=db_url)
         print(f"wrote report to {rp}")
     if a.imagefolder:
         info = export_imagefolder(a.workspace, table, a.imagefolder, mode=a.imagefolder_mode)
         print(f"wrote an ImageFolder of {info['images']} images ({info['mode']}) to {info['path']}")
+    return 0
+
+
+def _cli_reviewer(a: argparse.Namespace) -> str:
+    """--reviewer, else $CLIPCLEANER_REVIEWER, else the login name."""
+    import getpass
+
+    if a.reviewer:
+        return a.reviewer
+    try:
+        return os.environ.get("CLIPCLEANER_REVIEWER", "").strip() or getpass.getuser() or "local"
+    except (KeyError, OSError):
+        return "local"
+
+
+def _db_errors(fn):
+    """A database that cannot be reached or read is a one-line error (exit 2), not a traceback."""
+    def run(a: argparse.Namespace) -> int:
+        import sqlalchemy as sa
+
+        try:
+            return fn(a)
+        except sa.exc.DBAPIError as e:
+            raise ValueError(f"review database error: {str(e.orig or e).strip().splitlines()[0]}") from None
+
+    return run
+
+
+def _db_endpoint(spec: str, must_exist: bool) -> str:
+    """A `db copy` end: a URL, a .json dump, a .sqlite/.db file, or a workspace folder (its review.sqlite)."""
+    if "://" in spec:
+        return spec
+    p = Path(spec).expanduser()
+    if p.suffix.lower() not in (".json", ".sqlite", ".sqlite3", ".db"):
+        p = p / "review.sqlite"
+    if must_exist and not p.is_file():
+        raise FileNotFoundError(f"{p}: no review database (or dump) here")
+    return str(p)
+
+
+def cmd_db_copy(a: argparse.Namespace) -> int:
+    from .decisions import ReviewStore, copy_decisions, dump_json, load_json
+
+    src, dst = _db_endpoint(a.src, must_exist=True), _db_endpoint(a.dst, must_exist=False)
+    if src.endswith(".json") and dst.endswith(".json"):
+        raise ValueError("one side of `db copy` must be a database")
+    if dst.endswith(".json"):
+        with ReviewStore(src) as s:
+            n = dump_json(s, dst)
+            print(f"wrote {n} events ({len(s.current())} decisions) from {s.url} to {dst}")
+        return 0
+    with ReviewStore(dst) as d:
+        if src.endswith(".json"):
+            n = load_json(src, d)
+            where = src
+        else:
+            with ReviewStore(src) as s:
+                n = copy_decisions(s, d)
+                where = s.url
+        print(f"copied {n} new events from {where} to {d.url}; it now holds {len(d.current())} decisions")
+    return 0
+
+
+def cmd_db_history(a: argparse.Namespace) -> int:
+    from .decisions import HISTORY_COLUMNS, open_store, resolve_store_url
+    from .workspace import Workspace
+
+    ws = Workspace(a.workspace)
+    url, source = resolve_store_url(ws.path, a.db)
+    if url is None and not ws.review_db.exists():
+        print(f"no review decisions yet ({ws.review_db} does not exist)")
+        return 0
+    with open_store(ws.path, url=a.db) as st:
+        h = st.history(sample_id=a.sample, limit=a.limit)
+        print(f"review database: {st.url} ({source}); {len(h)} event(s), newest first", file=sys.stderr)
+    if ws.dataset_path.is_file() and len(h):
+        paths = ws.dataset().set_index("sample_id")["path"]
+        h.insert(HISTORY_COLUMNS.index("sample_id") + 1, "path", h["sample_id"].map(paths))
+    if a.csv:
+        sys.stdout.write(h.to_csv(index=False))
+    elif len(h):
+        cols = [c for c in ("id", "created_at", "reviewer", "kind", "sample_id", "path", "action", "label",
+                            "prev_action", "prev_label", "undone", "note") if c in h.columns]
+        print(h[cols].fillna("").to_string(index=False))
+    return 0
+
+
+def cmd_db_use(a: argparse.Namespace) -> int:
+    from .decisions import ReviewStore, set_review_db
+
+    if not a.url and not a.clear:
+        from .decisions import resolve_store_url
+
+        url, source = resolve_store_url(a.workspace)
+        print(f"{a.workspace}: {url or 'review.sqlite in the workspace'} ({source})")
+        return 0
+    stored = set_review_db(a.workspace, None if a.clear else a.url)
+    if stored is None:
+        print(f"{a.workspace}: review decisions are kept in the workspace's review.sqlite")
+    else:
+        with ReviewStore(stored if "://" in stored else Path(a.workspace) / stored) as st:
+            print(f"{a.workspace}: review decisions are kept in {st.url} ({len(st.current())} decisions there)")
+        print("move existing decisions with: clipcleaner db copy WS URL")
+    return 0
+
+
+def cmd_db_decide(a: argparse.Namespace) -> int:
+    from .decisions import open_store
+    from .workspace import Workspace
+
+    ws = Workspace(a.workspace)
+    samples = ws.dataset()
+    by_path = dict(zip(samples["path"].astype(str), samples["sample_id"].astype(str)))
+    labels = dict(zip(samples["sample_id"].astype(str), samples["label"].astype(str)))
+    ids = [by_path.get(x, x) for x in a.samples]
+    unknown = [x for x, s in zip(a.samples, ids) if s not in labels]
+    if unknown:
+        raise ValueError(f"not in this workspace (neither sample_id nor path): {', '.join(unknown[:5])}")
+    if a.action == "relabel" and a.label is None:
+        raise ValueError("relabel needs --label NEW_LABEL")
+    items = [{"sample_id": s, "action": a.action, "label": a.label if a.action == "relabel" else None,
+              "given_label": labels[s], "note": a.note} for s in ids]
+    with open_store(ws.path, url=a.db, reviewer=_cli_reviewer(a)) as st:
+        group = st.record_many(items)
+        print(f"{st.reviewer}: {a.action} on {len(ids)} sample(s) in {st.url} (undo group {group})")
+    return 0
+
+
+def cmd_db_undo(a: argparse.Namespace) -> int:
+    from .decisions import open_store
+
+    who = _cli_reviewer(a)
+    with open_store(a.workspace, url=a.db, reviewer=who) as st:
+        sids = st.undo(reviewer=None if a.anyone else who)
+    print("nothing to undo" if sids is None else f"undid the last action on {len(sids)} sample(s)")
     return 0
 
 
@@ -214,8 +360,43 @@ def build_parser() -> argparse.ArgumentParser:
     x.add_argument("--report", help="also write a JSON report here")
     x.add_argument("--imagefolder", help="also lay out the cleaned set as an ImageFolder here")
     x.add_argument("--imagefolder-mode", choices=("link", "copy"), default="link")
-    x.add_argument("--db", help="review database URL (default: the workspace's review.sqlite)")
+    x.add_argument("--db", help="review database URL (default: $CLIPCLEANER_DB_URL, workspace.json "
+                   "review_db, else the workspace's review.sqlite)")
     x.set_defaults(func=cmd_export)
+
+    db = sub.add_parser("db", help="review database: shared PostgreSQL, migration, audit trail, decisions")
+    dbs = db.add_subparsers(dest="db_command", required=True)
+    dc = dbs.add_parser("copy", help="copy decisions + history between SQLite, PostgreSQL and JSON (idempotent)")
+    dc.add_argument("src", help="workspace folder (its review.sqlite), .sqlite file, .json dump or database URL")
+    dc.add_argument("dst", help="same kinds; created if missing; events already there are skipped")
+    dc.set_defaults(func=_db_errors(cmd_db_copy))
+    dh = dbs.add_parser("history", help="audit trail: who decided what, when (newest first)")
+    dh.add_argument("workspace")
+    dh.add_argument("--db", help="database URL (default: $CLIPCLEANER_DB_URL, workspace.json, review.sqlite)")
+    dh.add_argument("--sample", help="only this sample_id")
+    dh.add_argument("--limit", type=int, default=None)
+    dh.add_argument("--csv", action="store_true", help="CSV on stdout")
+    dh.set_defaults(func=_db_errors(cmd_db_history))
+    du = dbs.add_parser("use", help="set the review database of a workspace (saved in workspace.json)")
+    du.add_argument("workspace")
+    du.add_argument("url", nargs="?", help="postgresql+psycopg://USER@HOST/DB (password: ~/.pgpass or PGPASSWORD)")
+    du.add_argument("--clear", action="store_true", help="back to the workspace's review.sqlite")
+    du.set_defaults(func=_db_errors(cmd_db_use))
+    dd = dbs.add_parser("decide", help="record a decision for samples (one undo group)")
+    dd.add_argument("workspace")
+    dd.add_argument("action", choices=("accept", "relabel", "exclude", "unsure", "clear"))
+    dd.add_argument("samples", nargs="+", help="sample ids or dataset paths")
+    dd.add_argument("--label", help="the new label (relabel)")
+    dd.add_argument("--note")
+    dd.add_argument("--reviewer", help="reviewer name (default: $CLIPCLEANER_REVIEWER, else the login name)")
+    dd.add_argument("--db", help="database URL (default: $CLIPCLEANER_DB_URL, workspace.json, review.sqlite)")
+    dd.set_defaults(func=_db_errors(cmd_db_decide))
+    dn = dbs.add_parser("undo", help="undo your last action (or anyone's with --anyone)")
+    dn.add_argument("workspace")
+    dn.add_argument("--reviewer", help="reviewer name (default: $CLIPCLEANER_REVIEWER, else the login name)")
+    dn.add_argument("--anyone", action="store_true")
+    dn.add_argument("--db", help="database URL (default: $CLIPCLEANER_DB_URL, workspace.json, review.sqlite)")
+    dn.set_defaults(func=_db_errors(cmd_db_undo))
 
     ap = sub.add_parser("app", help="start the Streamlit review app")
     ap.add_argument("workspace", nargs="?")

@@ -63,6 +63,9 @@ __all__ = [
     "copy_decisions",
     "dump_json",
     "load_json",
+    "open_store",
+    "resolve_store_url",
+    "set_review_db",
 ]
 
 log = logging.getLogger(__name__)
@@ -824,3 +827,91 @@ def load_json(path: str | os.PathLike[str], store: ReviewStore) -> int:
         raise ValueError(f"{path} was written by a newer clipcleaner (schema "
                          f"{doc['schema_version']})")
     return store.merge_events(doc["events"])
+
+
+# ---------------------------------------------------------------------- workspace setting (shared review DB)
+DB_URL_ENV = "CLIPCLEANER_DB_URL"
+"""Environment variable naming the review database of every workspace opened by this process."""
+REVIEWER_ENV = "CLIPCLEANER_REVIEWER"
+"""Environment variable with the default reviewer name."""
+WORKSPACE_DB_KEY = "review_db"
+"""Key of the review-database URL in ``WS/workspace.json`` (kept by re-scans)."""
+
+
+def _workspace_settings(ws_dir: Path) -> dict[str, Any]:
+    p = ws_dir / "workspace.json"
+    if not p.is_file():
+        return {}
+    try:
+        doc = json.loads(p.read_text(encoding="utf-8"))
+    except (OSError, ValueError) as exc:
+        raise ValueError(f"{p}: cannot read the workspace settings ({exc})") from None
+    return doc if isinstance(doc, dict) else {}
+
+
+def resolve_store_url(
+    workspace: str | os.PathLike[str], url: str | os.PathLike[str] | None = None
+) -> tuple[str | None, str]:
+    """Which review database a workspace uses, and why: ``(url, source)``.
+
+    In order: ``url`` given here (source ``"argument"``), ``$CLIPCLEANER_DB_URL`` (``"env"``), the
+    ``review_db`` entry of ``WS/workspace.json`` (``"workspace.json"``), else ``(None, "default")``
+    meaning the workspace's own ``WS/review.sqlite``. A relative SQLite path in workspace.json is
+    relative to the workspace folder.
+    """
+    if url is not None and str(url) != "":
+        return str(url), "argument"
+    env = os.environ.get(DB_URL_ENV, "").strip()
+    if env:
+        return env, "env"
+    ws_dir = Path(workspace)
+    entry = _workspace_settings(ws_dir).get(WORKSPACE_DB_KEY)
+    if entry:
+        entry = str(entry)
+        if "://" not in entry and not Path(entry).expanduser().is_absolute():
+            entry = str(ws_dir / entry)
+        return entry, "workspace.json"
+    return None, "default"
+
+
+def default_reviewer() -> str:
+    """``$CLIPCLEANER_REVIEWER`` if set, else ``"local"`` (the app should ask each person for a name)."""
+    return os.environ.get(REVIEWER_ENV, "").strip() or "local"
+
+
+def open_store(
+    workspace: str | os.PathLike[str],
+    url: str | os.PathLike[str] | None = None,
+    reviewer: str | None = None,
+    **kwargs: Any,
+) -> ReviewStore:
+    """The review store of ``workspace``, on the database chosen by :func:`resolve_store_url`.
+
+    This is what the app, the CLI and scripts should call so that everybody working on a workspace
+    reads and writes the same (possibly shared PostgreSQL) database. ``reviewer`` defaults to
+    :func:`default_reviewer`. Extra keyword arguments go to :class:`ReviewStore`.
+    """
+    resolved, _ = resolve_store_url(workspace, url)
+    return ReviewStore.for_workspace(workspace, url=resolved, reviewer=reviewer or default_reviewer(),
+                                     **kwargs)
+
+
+def set_review_db(workspace: str | os.PathLike[str], url: str | None) -> str | None:
+    """Record (or with ``None`` remove) the workspace's shared review database in ``WS/workspace.json``.
+
+    The URL is validated and the database opened once (creating the tables), so a wrong URL fails
+    here and not in the app. Returns the URL as stored. A password in the URL is stored as given:
+    prefer ``~/.pgpass`` or ``$PGPASSWORD`` (read by the PostgreSQL driver) and a URL without it.
+    """
+    ws_dir = Path(workspace)
+    p = ws_dir / "workspace.json"
+    doc = _workspace_settings(ws_dir)
+    if url is None:
+        doc.pop(WORKSPACE_DB_KEY, None)
+    else:
+        url = str(url)
+        local = "://" not in url and not Path(url).expanduser().is_absolute()
+        ReviewStore(ws_dir / url if local else url).close()
+        doc[WORKSPACE_DB_KEY] = url
+    _atomic_write_text(p, json.dumps(doc, indent=2))
+    return doc.get(WORKSPACE_DB_KEY)

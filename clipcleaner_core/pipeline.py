@@ -28,6 +28,7 @@ from .workspace import Workspace
 
 Progress = Callable[[str, int, int], None]
 Log = Callable[[str], None]
+ORPHAN_COLUMNS = ["sample_id", "action", "label", "reviewer", "updated_at", "reason"]
 
 
 @dataclass
@@ -55,6 +56,9 @@ class ScanResult:
     scores: pd.DataFrame
     problems: pd.DataFrame
     timings: dict = field(default_factory=dict)
+    #: review decisions whose sample is not scored in this scan (file removed, renamed or now unusable): kept in
+    #: the store, reported here; columns of ``ReviewStore.current()`` plus ``reason``
+    orphans: pd.DataFrame = field(default_factory=lambda: pd.DataFrame(columns=ORPHAN_COLUMNS))
 
 
 def _versions() -> dict:
@@ -157,6 +161,11 @@ def scan(data: str | Path, workspace: str | Path | Workspace, *, root: str | Non
         "notes": ds.notes,
         "versions": _versions(),
     }
+    try:  # settings a person made for this workspace (the shared review database) survive a re-scan
+        old = json.loads(ws.settings_path.read_text(encoding="utf-8"))
+        settings.update({k: old[k] for k in ("review_db",) if isinstance(old, dict) and k in old})
+    except (OSError, ValueError):
+        pass
     ws.write_settings({**settings, "scoring": asdict(scoring), "state": "embedded"})
     result = rescore(ws, scoring, base_settings=settings, progress=progress, log=log)
     result.timings.update(timings)
@@ -219,8 +228,35 @@ def rescore(workspace: str | Path | Workspace, scoring: ScoreConfig | None = Non
     log(f"scores: {settings['counts']['flagged']} of {len(table)} flagged by '{scoring.method}' "
         f"(criteria: {', '.join(info.get('criteria_used', [])) or 'none'})")
     problems = samples[samples["status"] != "ok"].reset_index(drop=True)
+    orphans = orphan_decisions(ws, samples, table["sample_id"], settings.get("review_db"), log)
+    if len(orphans):
+        log(f"review: {len(orphans)} decision(s) belong to samples not scored in this scan; they are kept")
     return ScanResult(workspace=ws, settings=settings, scores=table, problems=problems,
-                      timings={"score_s": elapsed})
+                      timings={"score_s": elapsed}, orphans=orphans)
+
+
+def orphan_decisions(ws: Workspace, samples: pd.DataFrame, scored_ids, db_url: str | None = None,
+                     log: Log | None = None) -> pd.DataFrame:
+    """Review decisions of ``ws`` whose sample_id is not among ``scored_ids`` (see ``ScanResult.orphans``).
+
+    Read only: nothing is deleted (``ReviewStore.orphans``); a workspace without a review database has none.
+    ``reason`` says whether the sample left the dataset or is in it but unusable (with the dataset's reason).
+    """
+    if db_url is None and not ws.review_db.exists():
+        return pd.DataFrame(columns=ORPHAN_COLUMNS)
+    from .decisions import ReviewStore
+
+    try:
+        with ReviewStore.for_workspace(ws.path, url=db_url) as store:
+            orph = store.orphans(scored_ids)
+    except Exception as e:  # noqa: BLE001 - an unreachable review database must not fail the scan
+        if log:
+            log(f"review: could not check decisions against this scan ({type(e).__name__}: {e})")
+        return pd.DataFrame(columns=ORPHAN_COLUMNS)
+    why = samples.set_index("sample_id")["reason"].to_dict() if len(samples) else {}
+    orph["reason"] = [f"sample is unusable in this scan: {why[s]}" if s in why else
+                      "sample is no longer in the dataset" for s in orph["sample_id"]]
+    return orph[ORPHAN_COLUMNS].reset_index(drop=True)
 
 
 def class_similarity(features: np.ndarray, y: np.ndarray, n_classes: int, text_features: np.ndarray | None,
