@@ -25,7 +25,7 @@ from .workspace import Workspace, atomic_write_text
 
 MAX_POINTS = 50_000
 """Most points drawn in the embedding map; beyond it a documented sample is shown (flagged always included)."""
-UMAP_PARAMS = {"n_neighbors": 15, "min_dist": 0.1, "metric": "cosine", "random_state": 42}
+UMAP_PARAMS = {"n_neighbors": 15, "min_dist": 0.1, "metric": "cosine", "random_state": 42, "n_jobs": 1}
 PCA_FIT_ROWS = 200_000
 """PCA is fitted on at most this many rows (fixed-seed sample) and applied to all."""
 

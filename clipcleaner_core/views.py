@@ -39,15 +39,18 @@ def review_state(sample_ids: pd.Series, decisions: pd.DataFrame) -> pd.DataFrame
     """
     ids = pd.Series(np.asarray(sample_ids, dtype=object))
     if len(decisions) == 0:
-        return pd.DataFrame({"status": np.full(len(ids), "undecided", dtype=object),
+        return pd.DataFrame({"status": pd.Series(np.full(len(ids), "undecided", dtype=object), dtype=object),
                              "new_label": pd.Series([None] * len(ids), dtype=object),
                              "reviewer": pd.Series([None] * len(ids), dtype=object)})
     d = decisions.drop_duplicates("sample_id", keep="last").set_index("sample_id")
-    status = ids.map(d["action"]).astype(object)
-    status = status.where(status.notna() & status.isin(STATUSES[1:]), "undecided")
-    return pd.DataFrame({"status": status.to_numpy(dtype=object),
-                         "new_label": ids.map(d["label"]).astype(object).where(status == "relabel", None).to_numpy(),
-                         "reviewer": ids.map(d["reviewer"]).astype(object).to_numpy()})
+    status = ids.map(d["action"]).to_numpy(dtype=object)
+    status = np.where(pd.notna(status) & np.isin(status, STATUSES[1:]), status, "undecided").astype(object)
+    new_label = ids.map(d["label"]).to_numpy(dtype=object)
+    new_label = np.where((status == "relabel") & pd.notna(new_label), new_label, None)
+    who = ids.map(d["reviewer"]).to_numpy(dtype=object)
+    who = np.where(pd.notna(who), who, None)
+    return pd.DataFrame({"status": pd.Series(status, dtype=object), "new_label": pd.Series(new_label, dtype=object),
+                         "reviewer": pd.Series(who, dtype=object)})
 
 
 def decision_counts(state: pd.DataFrame, flagged: np.ndarray | None = None) -> dict[str, int]:
