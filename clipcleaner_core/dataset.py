@@ -186,14 +186,6 @@ def limit_aspect(im: Image.Image, max_ratio: float = MAX_ASPECT) -> Image.Image:
     return im
 
 
-def thumbnail(path: str | os.PathLike, size: int = 256, max_pixels: int | None = None) -> Image.Image:
-    """An upright RGB thumbnail (longest side at most ``size``) through :func:`load_image` (same guards)."""
-    im = load_image(path, max_pixels=max_pixels)
-    im = im.copy()
-    im.thumbnail((size, size), Image.Resampling.LANCZOS)
-    return im
-
-
 def to_rgb(im: Image.Image) -> Image.Image:
     """Convert any Pillow mode to RGB; transparency is composited on white."""
     if im.mode == "RGB":

@@ -228,7 +228,7 @@ def rescore(workspace: str | Path | Workspace, scoring: ScoreConfig | None = Non
     log(f"scores: {settings['counts']['flagged']} of {len(table)} flagged by '{scoring.method}' "
         f"(criteria: {', '.join(info.get('criteria_used', [])) or 'none'})")
     problems = samples[samples["status"] != "ok"].reset_index(drop=True)
-    orphans = orphan_decisions(ws, samples, table["sample_id"], settings.get("review_db"), log)
+    orphans = orphan_decisions(ws, samples, table["sample_id"], log=log)
     if len(orphans):
         log(f"review: {len(orphans)} decision(s) belong to samples not scored in this scan; they are kept")
     return ScanResult(workspace=ws, settings=settings, scores=table, problems=problems,
@@ -242,12 +242,13 @@ def orphan_decisions(ws: Workspace, samples: pd.DataFrame, scored_ids, db_url: s
     Read only: nothing is deleted (``ReviewStore.orphans``); a workspace without a review database has none.
     ``reason`` says whether the sample left the dataset or is in it but unusable (with the dataset's reason).
     """
-    if db_url is None and not ws.review_db.exists():
-        return pd.DataFrame(columns=ORPHAN_COLUMNS)
-    from .decisions import ReviewStore
+    from .decisions import ReviewStore, resolve_store_url
 
+    url, _ = resolve_store_url(ws.path, db_url)  # argument > $CLIPCLEANER_DB_URL > workspace.json > review.sqlite
+    if url is None and not ws.review_db.exists():
+        return pd.DataFrame(columns=ORPHAN_COLUMNS)
     try:
-        with ReviewStore.for_workspace(ws.path, url=db_url) as store:
+        with ReviewStore.for_workspace(ws.path, url=url) as store:
             orph = store.orphans(scored_ids)
     except Exception as e:  # noqa: BLE001 - an unreachable review database must not fail the scan
         if log:
