@@ -292,7 +292,8 @@ def read_table(path: str | os.PathLike) -> pd.DataFrame:
     into a path and a label column), a UTF-8 BOM, CRLF, quoted fields (with delimiters or newlines inside),
     surrounding blanks and empty rows are handled; a file that is not UTF-8 is read as Latin-1. Column names
     are matched case-insensitively against common spellings (path/filepath/file/image…, label/class/target…).
-    A row with more fields than the header (an unquoted delimiter in a path) is kept with the ``label`` set to
+    A cell that :func:`clipcleaner_core.export.escape_formula` protected (``'=…``, ``'+…``, ``'-…``, ``'@…``) is
+    read back without the quote, so a cleaned CSV exported by clipcleaner loads as it was. A row with more fields than the header (an unquoted delimiter in a path) is kept with the ``label`` set to
     :data:`BAD_ROW` and the raw fields in ``path``, so that it is reported, not silently misread.
     Raises :class:`DatasetError` naming the file when it cannot be read or a column is missing.
     """
@@ -347,6 +348,11 @@ def _require_columns(name: str, columns: Sequence[object], pcol: object, lcol: o
                            f"Expected a header like 'path,label'.")
 
 
+def _unescape_formula(cell: str) -> str:
+    """Undo the spreadsheet formula escaping of our own exports (``'=x`` → ``=x``), so a cleaned CSV loads back."""
+    return cell[1:] if len(cell) > 1 and cell[0] == "'" and cell[1] in "=+-@\t\r" else cell
+
+
 def _parse_csv(text: str, name: str) -> pd.DataFrame:
     delim = _pick_delimiter(text)
     reader = csv.reader(io.StringIO(text, newline=""), delimiter=delim, skipinitialspace=True, strict=False)
@@ -372,8 +378,8 @@ def _parse_csv(text: str, name: str) -> pd.DataFrame:
             paths.append(delim.join(rec))
             labels.append(BAD_ROW)
         else:
-            paths.append(rec[pi].strip() if pi < len(rec) else "")
-            labels.append(rec[li].strip() if li < len(rec) else "")
+            paths.append(_unescape_formula(rec[pi].strip()) if pi < len(rec) else "")
+            labels.append(_unescape_formula(rec[li].strip()) if li < len(rec) else "")
         lines.append(start)
     if header is None:
         raise DatasetError(f"{name}: the table is empty")

@@ -158,24 +158,33 @@ def export_imagefolder(workspace: str | Path | Workspace, table: pd.DataFrame, o
     shutil.rmtree(tmp, ignore_errors=True)
     tmp.mkdir(parents=True)
     n = 0
-    for sid, label in zip(table["sample_id"], table["label"]):
-        srcp = Path(src[sid])
-        safe_label = str(label).replace("/", "_").replace("\\", "_").strip(".") or "_"
-        d = tmp / safe_label
-        d.mkdir(exist_ok=True)
-        dst = d / srcp.name
-        if dst.exists() or dst.is_symlink():
-            dst = d / f"{sid}-{srcp.name}"
-        if mode == "link":
-            os.symlink(srcp, dst)
-        else:
-            shutil.copy2(srcp, dst)
-        n += 1
+    try:
+        for sid, label in zip(table["sample_id"], table["label"]):
+            srcp = Path(src[sid])
+            safe_label = str(label).replace("/", "_").replace("\\", "_").strip(".") or "_"
+            d = tmp / safe_label
+            d.mkdir(exist_ok=True)
+            dst = d / srcp.name
+            if dst.exists() or dst.is_symlink():
+                dst = d / f"{sid}-{srcp.name}"
+            if mode == "link":
+                os.symlink(srcp, dst)
+            else:
+                shutil.copy2(srcp, dst)
+            n += 1
+    except BaseException:  # a failed build leaves the previous export as it was and no half-built folder
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise
     if out.exists():
         old = out.with_name(f".{out.name}.old")
         shutil.rmtree(old, ignore_errors=True)
         os.replace(out, old)
-        os.replace(tmp, out)
+        try:
+            os.replace(tmp, out)
+        except BaseException:
+            os.replace(old, out)  # put the previous export back
+            shutil.rmtree(tmp, ignore_errors=True)
+            raise
         shutil.rmtree(old, ignore_errors=True)
     else:
         os.replace(tmp, out)
