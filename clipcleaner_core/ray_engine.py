@@ -170,6 +170,22 @@ def ray_session(address: str | None = None) -> Iterator[Any]:
             ray.shutdown()
 
 
+@contextlib.contextmanager
+def _quiet_ray_data() -> Iterator[None]:
+    """Ray Data's per-run INFO lines and sizing hints off in the driver (its warnings and errors stay on)."""
+    import warnings
+
+    lg = logging.getLogger("ray.data")
+    level = lg.level
+    lg.setLevel(logging.WARNING)
+    with warnings.catch_warnings():
+        warnings.filterwarnings("ignore", message="The maximum number of concurrent tasks")
+        try:
+            yield
+        finally:
+            lg.setLevel(level)
+
+
 # ------------------------------------------------------------------------------------------------ main
 def embed_samples_ray(abs_paths: Sequence[str], sample_ids: Sequence[str], encoder: Encoder, spec: dict[str, Any],
                       cache_dir: Path, out_path: Path, *, address: str | None = None, batch_size: int = 64,
@@ -191,11 +207,11 @@ def embed_samples_ray(abs_paths: Sequence[str], sample_ids: Sequence[str], encod
         progress("embed", min(done, n), n)
     if todo:
         order = np.concatenate([np.arange(c * CHUNK, min(n, (c + 1) * CHUNK)) for c in todo])
-        with ray_session(address) as ray:
+        with ray_session(address) as ray, _quiet_ray_data():
             import ray.data
 
             ctx = ray.data.DataContext.get_current()
-            ctx.enable_progress_bars = False
+            ctx.enable_progress_bars = False  # the caller's progress callback reports instead
             plan = plan_resources(ray.cluster_resources(),
                                   [nd.get("Resources", {}).get("CPU", 0) for nd in ray.nodes() if nd.get("Alive")],
                                   actors)
