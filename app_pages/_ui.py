@@ -420,6 +420,7 @@ def _relabel_cb(ctx: Ctx, row: int, wkey: str) -> None:
 
 def _open_detail(key: str, sid: str) -> None:
     st.session_state[f"{key}_detail"] = sid
+    st.session_state[f"{key}_focus"] = sid  # the toolbar (and its keys) now act on this sample
 
 
 def _close_detail(key: str) -> None:
@@ -435,9 +436,10 @@ def detail_panel(ctx: Ctx, row: int, key: str) -> None:
         h1.markdown(f"#### :material/zoom_in: `{r['path']}`")
         h2.button("Close", key=f"{key}_close", on_click=_close_detail, args=(key,), icon=":material/close:",
                   width="stretch")
+        st.caption("The toolbar above (and its keys A / S / X / U) acts on this sample.")
         left, right = st.columns([2, 3])
         with left:
-            st.image(thumbs(ctx, np.array([row]), thumbnails.LARGE_SIZE)[0], width="stretch")
+            st.image(thumbs(ctx, np.array([row]), thumbnails.LARGE_SIZE)[0], width=360)
             st.markdown(f"given **{r['label']}** · suggested **{r['suggested_label']}** "
                         f"({float(r['suggested_prob']):.0%}, {r['suggested_source']}) · "
                         f"{STATUS_BADGE.get(str(s['status']), '')}")

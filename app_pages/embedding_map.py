@@ -94,9 +94,17 @@ PALETTE = ["#4f46e5", "#f59e0b", "#10b981", "#ef4444", "#06b6d4", "#8b5cf6", "#e
            "#64748b", "#14b8a6", "#a855f7", "#eab308", "#3b82f6", "#f43f5e", "#22c55e", "#0ea5e9", "#d946ef"]
 FIXED = {"flagged": "#ef4444", "not flagged": "#c7d2fe", "not reviewed": "#cbd5e1", "given label kept": "#10b981",
          "relabelled": "#8b5cf6", "excluded": "#ef4444", "unsure": "#f59e0b"}
-hover = (scores["path"].to_numpy(dtype=object) + "<br>given: " + scores["label"].to_numpy(dtype=object)
-         + "<br>suggested: " + scores["suggested_label"].to_numpy(dtype=object) + "<br>score: "
-         + scores["noise_score"].round(2).astype(str).to_numpy(dtype=object))
+
+
+@st.cache_resource(max_entries=8, show_spinner=False)
+def _hover(path: str, stamp: int) -> np.ndarray:
+    s = ctx.scores
+    return (s["path"].to_numpy(dtype=object) + "<br>given: " + s["label"].to_numpy(dtype=object)
+            + "<br>suggested: " + s["suggested_label"].to_numpy(dtype=object) + "<br>score: "
+            + s["noise_score"].round(2).astype(str).to_numpy(dtype=object))
+
+
+hover = _hover(ctx.path, _ui._mtime(ctx.ws.scores_path))
 fig = go.Figure()
 sub_cat = cat[show]
 for i, c in enumerate(order):

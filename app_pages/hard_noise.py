@@ -11,6 +11,9 @@ from clipcleaner_core import views
 from clipcleaner_core.evaluate import truth_labels
 from app_pages import _ui
 
+SMALL_LOSS_AUTO = 20_000
+"""Above this many samples the small-loss baseline (a logistic regression fit) is trained only on request."""
+
 ctx = _ui.require_ctx()
 _ui.page_header("Hard noise", "Label noise is *hard* when an image is given the label of a class that looks alike: "
                 "classifiers trained on the noisy labels learn to agree with it. These pairs need the closest look.",
@@ -22,6 +25,93 @@ if sim is None or len(ctx.scores) == 0:
     st.info("This workspace has no class-similarity matrix. Re-scan the dataset on **Home**.")
     st.stop()
 
+# --- ground truth: which detector catches hard flips? -----------------------------------------------------------
+st.markdown("#### Which detector catches hard flips?")
+tp = views.truth_path(ctx.ws)
+with st.expander("Ground-truth labels file" + (f": `{tp}`" if tp else " (none set)"), expanded=tp is None,
+                 icon=":material/fact_check:"):
+    st.caption("A `path,label` CSV/Parquet of the *clean* labels (the demo writes `truth.csv`). Stored in the "
+               "workspace as `truth.json`; it also turns on the **Evaluation** page.")
+    new = st.text_input("Truth file", value=str(tp or ""), key="hn_truth")
+    t1, t2 = st.columns(2)
+    if t1.button("Use this truth file", key="hn_truth_set", icon=":material/check:"):
+        try:
+            views.set_truth_path(ctx.ws, new)
+            st.rerun()
+        except FileNotFoundError as e:
+            st.error(str(e))
+    if tp and t2.button("Forget it", key="hn_truth_clear", icon=":material/close:"):
+        views.set_truth_path(ctx.ws, None)
+        st.rerun()
+
+
+@st.cache_resource(max_entries=4, show_spinner="Training the small-loss baseline (in-sample logistic regression)…")
+def _small_loss(path: str, stamp: int) -> np.ndarray:
+    return views.cached_small_loss(ctx.ws)
+
+
+@st.cache_resource(max_entries=4, show_spinner=False)
+def _truth(path: str, stamp: int, tpath: str, tstamp: int) -> pd.Series:
+    return truth_labels(ctx.scores, tpath)
+
+
+def truth_section(tp) -> None:
+    truth = _truth(ctx.path, _ui._mtime(ctx.ws.scores_path), str(tp), _ui._mtime(tp))
+    tidx = views.truth_indices(ctx.scores, truth, ctx.classes)
+    kinds = views.flip_kinds(ctx.scores["label_idx"].to_numpy(), tidx, sim)
+    loss = None
+    if len(ctx.scores) > SMALL_LOSS_AUTO and not views.small_loss_is_cached(ctx.ws):
+        if st.button(f"Train the small-loss baseline ({len(ctx.scores):,} samples, roughly "
+                     f"{max(1, round(len(ctx.scores) / 70_000))} min once, then cached)", key="hn_sl_btn",
+                     icon=":material/model_training:"):
+            loss = _small_loss(ctx.path, _ui._mtime(ctx.ws.scores_path))
+        else:
+            st.caption(f"Above {SMALL_LOSS_AUTO:,} samples the small-loss baseline is trained only on request; the "
+                       "detectors below need no training.")
+    else:
+        loss = _small_loss(ctx.path, _ui._mtime(ctx.ws.scores_path))
+    flag_default = ctx.scores["flagged"].to_numpy(dtype=bool)
+    share = float(flag_default.mean())
+    method = ctx.settings.get("scoring", {}).get("method", "ensemble")
+    flags = {f"default ({method})": flag_default}
+    for key, title in (("ens_flag", "ensemble"), ("cc_flag", "CLIPCleaner (METHOD.md)"), ("cleanlab_flag", "cleanlab"),
+                       ("knn_flag", "k-NN agreement")):
+        if key in ctx.scores and not (key == "ens_flag" and method == "ensemble"):
+            flags[title] = ctx.scores[key].to_numpy(dtype=bool)
+    if loss is not None:
+        flags[f"small-loss, top {share:.0%}"] = views.small_loss_flags(loss, share)
+        flags["small-loss, GMM split"] = views.small_loss_flags(loss, None)
+    tab = views.catch_table(kinds, flags)
+    n_hard, n_easy = int((kinds == "hard").sum()), int((kinds == "easy").sum())
+    st.markdown(f"Truth known for {int((kinds != 'unknown').sum()):,} samples: **{n_hard:,} hard flips** (given the "
+                f"most similar class of the true class, by {sim_src}) and **{n_easy:,} easy flips** (any other class).")
+    fig = go.Figure([
+        go.Bar(name="hard flips caught", x=tab["detector"], y=tab["hard_recall"], marker_color="#4f46e5",
+               text=[f"{c}/{t}" for c, t in zip(tab["hard_caught"], tab["hard_total"])], textposition="outside"),
+        go.Bar(name="easy flips caught", x=tab["detector"], y=tab["easy_recall"], marker_color="#a5b4fc",
+               text=[f"{c}/{t}" for c, t in zip(tab["easy_caught"], tab["easy_total"])], textposition="outside"),
+    ])
+    fig.update_layout(barmode="group", height=380, margin=dict(l=10, r=10, t=30, b=10), yaxis=dict(
+        title="share caught (recall)", tickformat=".0%", range=[0, 1.12]), legend=dict(orientation="h", y=1.12))
+    st.plotly_chart(fig, width="stretch", config={"displayModeBar": False})
+    st.dataframe(tab, hide_index=True, width="stretch", column_config={
+        "precision": st.column_config.NumberColumn(format="%.3f"),
+        "hard_recall": st.column_config.NumberColumn("hard recall", format="%.3f"),
+        "easy_recall": st.column_config.NumberColumn("easy recall", format="%.3f"),
+        "recall": st.column_config.NumberColumn(format="%.3f")})
+    st.caption("Small-loss baseline: a logistic regression trained in-sample on the *noisy* labels of the same "
+               "embeddings; the samples with the largest cross-entropy are flagged — the same share the default method "
+               f"flags ({share:.1%}), or those a 2-component GMM on the loss puts in the high-loss mode. It memorises "
+               "hard flips, which is why it misses more of them.")
+
+
+if tp is None:
+    st.info("Ground truth is unknown for this dataset, so caught/missed flips cannot be counted. Set a truth file "
+            "above (the offline demo has one).", icon=":material/help:")
+else:
+    truth_section(tp)
+
+st.divider()
 st.markdown("#### Most similar class pairs")
 st.caption(f"Cosine similarity between **{sim_src}**"
            + (" (the pixels encoder is not CLIP: these are raw-pixel centroids)." if ctx.settings.get("encoder_kind")
@@ -65,74 +155,3 @@ if pr is not None:
     _ui.sample_grid(ctx, rows, "hn", shortcuts=True, default_page_size=8,
                     empty=f"No sample is suggested to switch between {a} and {b}.")
 
-# --- ground truth --------------------------------------------------------------------------------------------------
-st.divider()
-st.markdown("#### Which detector catches hard flips?")
-tp = views.truth_path(ctx.ws)
-with st.expander("Ground-truth labels file" + (f": `{tp}`" if tp else " (none set)"), expanded=tp is None,
-                 icon=":material/fact_check:"):
-    st.caption("A `path,label` CSV/Parquet of the *clean* labels (the demo writes `truth.csv`). Stored in the "
-               "workspace as `truth.json`; it also turns on the **Evaluation** page.")
-    new = st.text_input("Truth file", value=str(tp or ""), key="hn_truth")
-    t1, t2 = st.columns(2)
-    if t1.button("Use this truth file", key="hn_truth_set", icon=":material/check:"):
-        try:
-            views.set_truth_path(ctx.ws, new)
-            st.rerun()
-        except FileNotFoundError as e:
-            st.error(str(e))
-    if tp and t2.button("Forget it", key="hn_truth_clear", icon=":material/close:"):
-        views.set_truth_path(ctx.ws, None)
-        st.rerun()
-if tp is None:
-    st.info("Ground truth is unknown for this dataset, so caught/missed flips cannot be counted. Set a truth file "
-            "above (the offline demo has one).", icon=":material/help:")
-    st.stop()
-
-
-@st.cache_resource(max_entries=4, show_spinner="Training the small-loss baseline (in-sample logistic regression)…")
-def _small_loss(path: str, stamp: int) -> np.ndarray:
-    return views.cached_small_loss(ctx.ws)
-
-
-@st.cache_resource(max_entries=4, show_spinner=False)
-def _truth(path: str, stamp: int, tpath: str, tstamp: int) -> pd.Series:
-    return truth_labels(ctx.scores, tpath)
-
-
-truth = _truth(ctx.path, _ui._mtime(ctx.ws.scores_path), str(tp), _ui._mtime(tp))
-tidx = views.truth_indices(ctx.scores, truth, ctx.classes)
-kinds = views.flip_kinds(ctx.scores["label_idx"].to_numpy(), tidx, sim)
-loss = _small_loss(ctx.path, _ui._mtime(ctx.ws.scores_path))
-flag_default = ctx.scores["flagged"].to_numpy(dtype=bool)
-share = float(flag_default.mean())
-method = ctx.settings.get("scoring", {}).get("method", "ensemble")
-flags = {f"default ({method})": flag_default}
-for key, title in (("ens_flag", "ensemble"), ("cc_flag", "CLIPCleaner (METHOD.md)"), ("cleanlab_flag", "cleanlab"),
-                   ("knn_flag", "k-NN agreement")):
-    if key in ctx.scores and not (key == "ens_flag" and method == "ensemble"):
-        flags[title] = ctx.scores[key].to_numpy(dtype=bool)
-flags[f"small-loss, top {share:.0%}"] = views.small_loss_flags(loss, share)
-flags["small-loss, GMM split"] = views.small_loss_flags(loss, None)
-tab = views.catch_table(kinds, flags)
-n_hard, n_easy = int((kinds == "hard").sum()), int((kinds == "easy").sum())
-st.markdown(f"Truth known for {int((kinds != 'unknown').sum()):,} samples: **{n_hard:,} hard flips** (given the "
-            f"most similar class of the true class, by {sim_src}) and **{n_easy:,} easy flips** (any other class).")
-fig = go.Figure([
-    go.Bar(name="hard flips caught", x=tab["detector"], y=tab["hard_recall"], marker_color="#4f46e5",
-           text=[f"{c}/{t}" for c, t in zip(tab["hard_caught"], tab["hard_total"])], textposition="outside"),
-    go.Bar(name="easy flips caught", x=tab["detector"], y=tab["easy_recall"], marker_color="#a5b4fc",
-           text=[f"{c}/{t}" for c, t in zip(tab["easy_caught"], tab["easy_total"])], textposition="outside"),
-])
-fig.update_layout(barmode="group", height=380, margin=dict(l=10, r=10, t=30, b=10), yaxis=dict(
-    title="share caught (recall)", tickformat=".0%", range=[0, 1.12]), legend=dict(orientation="h", y=1.12))
-st.plotly_chart(fig, width="stretch", config={"displayModeBar": False})
-st.dataframe(tab, hide_index=True, width="stretch", column_config={
-    "precision": st.column_config.NumberColumn(format="%.3f"),
-    "hard_recall": st.column_config.NumberColumn("hard recall", format="%.3f"),
-    "easy_recall": st.column_config.NumberColumn("easy recall", format="%.3f"),
-    "recall": st.column_config.NumberColumn(format="%.3f")})
-st.caption("Small-loss baseline: a logistic regression trained in-sample on the *noisy* labels of the same "
-           "embeddings; the samples with the largest cross-entropy are flagged — the same share the default method "
-           f"flags ({share:.1%}), or those a 2-component GMM on the loss puts in the high-loss mode. It memorises "
-           "hard flips, which is why it misses more of them.")

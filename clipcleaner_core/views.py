@@ -316,22 +316,31 @@ def small_loss_flags(loss: np.ndarray, share: float | None = None, seed: int = 0
     return gmm.predict_proba(loss.reshape(-1, 1))[:, high] > 0.5
 
 
+def _small_loss_stamp(ws: Workspace, seed: int) -> dict:
+    st = ws.scores_path.stat()
+    return {"scores_mtime_ns": st.st_mtime_ns, "scores_size": st.st_size, "seed": seed}
+
+
+def small_loss_is_cached(ws: Workspace, seed: int = 0) -> bool:
+    """True when :func:`cached_small_loss` would return from the cache (no training)."""
+    arr_p, meta_p = ws.cache_dir / "small_loss.npy", ws.cache_dir / "small_loss.json"
+    try:
+        return arr_p.is_file() and json.loads(meta_p.read_text(encoding="utf-8")) == _small_loss_stamp(ws, seed)
+    except (OSError, ValueError):
+        return False
+
+
 def cached_small_loss(ws: Workspace, seed: int = 0) -> np.ndarray:
     """:func:`small_loss` of the workspace's embeddings and given labels, cached in ``WS/cache/small_loss.npy``
-    (recomputed when ``scores.parquet`` changes)."""
+    (recomputed when ``scores.parquet`` changes). Training takes ~1.5 min per 100k 256-d samples on 2 cores."""
     import io
 
     from .workspace import atomic_write_bytes
 
     arr_p, meta_p = ws.cache_dir / "small_loss.npy", ws.cache_dir / "small_loss.json"
-    st = ws.scores_path.stat()
-    stamp = {"scores_mtime_ns": st.st_mtime_ns, "scores_size": st.st_size, "seed": seed}
-    if arr_p.is_file() and meta_p.is_file():
-        try:
-            if json.loads(meta_p.read_text(encoding="utf-8")) == stamp:
-                return np.load(arr_p)
-        except (OSError, ValueError):
-            pass
+    if small_loss_is_cached(ws, seed):
+        return np.load(arr_p)
+    stamp = _small_loss_stamp(ws, seed)
     scores = ws.scores()
     loss = small_loss(ws.embeddings(), scores["label_idx"].to_numpy(), len(ws.classes()), seed=seed)
     buf = io.BytesIO()
