@@ -240,8 +240,14 @@ def read_classes_file(path: str | os.PathLike) -> list[str]:
         text = p.read_text(encoding="utf-8-sig")
     except OSError as e:
         raise DatasetError(f"{display_path(str(p))}: cannot read classes file ({e.strerror or e})") from None
+    except UnicodeDecodeError as e:
+        raise DatasetError(f"{display_path(str(p))}: the classes file is not UTF-8 text ({e.reason} at byte "
+                           f"{e.start})") from None
     if p.suffix.lower() == ".json":
-        data = json.loads(text)
+        try:
+            data = json.loads(text)
+        except ValueError as e:
+            raise DatasetError(f"{display_path(str(p))}: not valid JSON ({e})") from None
         if not isinstance(data, list):
             raise DatasetError(f"{p}: a JSON classes file must hold a list of class names")
         names = [str(x).strip() for x in data]

@@ -385,3 +385,36 @@ def test_detect_degenerate_shapes(n, k, layout, zero_shot):
             assert p.shape == (n, k) and np.allclose(p.sum(1), 1.0)
         if k == 1:
             assert not t["flagged"].any()  # one class: nothing can be mislabelled
+
+
+@pytest.mark.parametrize("name,content,why", [
+    ("classes.txt", b"cat\n\xff\xfe dog\n", "not UTF-8"),
+    ("classes.json", b'["cat", "dog"', "not valid JSON"),
+    ("classes.json", b'{"cat": 1}', "must hold a list"),
+    ("classes.txt", b"# only a comment\n\n", "lists no class"),
+    ("missing.txt", None, "cannot read classes file"),
+])
+def test_classes_file_problems_are_named(tmp_path, name, content, why):
+    data = tmp_path / "data"
+    _corpus.write_good_images(data / "cat", "cat", 2)
+    cf = tmp_path / name
+    if content is not None:
+        cf.write_bytes(content)
+    with pytest.raises(DatasetError) as ei:
+        load_dataset(data, classes_file=cf)
+    assert str(cf) in str(ei.value) and why in str(ei.value)
+    assert cli.main(["scan", str(data), "-w", str(tmp_path / "ws"), "--classes", str(cf), "-q"]) == 2
+
+
+def test_non_utf8_class_folder(tmp_path):
+    data = tmp_path / "data"
+    _corpus.write_good_images(data / "cat", "cat", 3)
+    _corpus.write_good_images(data / "dog", "dog", 3)
+    bad = os.path.join(os.fsencode(data), b"caf\xe9")  # Latin-1 folder name
+    os.makedirs(bad)
+    _corpus.good_image("bird", 1).save(os.path.join(bad, b"x.png").decode("utf-8", "surrogateescape"))
+    r = pipeline.scan(data, tmp_path / "ws")
+    assert len(r.scores) == 6
+    assert r.problems["status"].tolist() == ["invalid_name"]
+    assert "caf\\xe9/x.png" in r.problems["reason"].iloc[0] and "not valid UTF-8" in r.problems["reason"].iloc[0]
+    assert "caf\\xe9" in r.settings["classes"]  # shown escaped, never crashes the parquet/JSON writers
