@@ -517,6 +517,7 @@ def _from_table(table: pd.DataFrame, base: Path, source: str, fixed_classes: lis
                 allow_outside_root: bool) -> Dataset:
     notes: list[str] = []
     root = base.resolve()
+    root_lex = Path(os.path.normpath(base.absolute()))
     rows: list[dict] = []
     seen: dict[str, int] = {}
     unit = "row" if Path(source).suffix.lower() in (".parquet", ".pq") else "line"
@@ -537,12 +538,18 @@ def _from_table(table: pd.DataFrame, base: Path, source: str, fixed_classes: lis
         raw = Path(p)
         abs_p = raw if raw.is_absolute() else base / raw
         norm = Path(os.path.normpath(abs_p.absolute()))
-        within = _is_within(norm, root)
+        within = _is_within(norm, root_lex)  # lexically under the root as given (which may be a symlink)
         try:
-            inside = within or _is_within(Path(os.path.realpath(norm)), root)
+            real = Path(os.path.realpath(norm))
         except (OSError, ValueError):
-            inside = within
-        rel = norm.relative_to(root).as_posix() if within else norm.as_posix()
+            real = norm
+        inside = within or _is_within(real, root)
+        if within:
+            rel = norm.relative_to(root_lex).as_posix()
+        elif _is_within(norm, root):
+            rel = norm.relative_to(root).as_posix()
+        else:
+            rel = norm.as_posix()
         sid = make_sample_id(rel)
         if rel in seen:
             status, reason = STATUS_DUPLICATE, f"{where}: {display_path(p)} is a duplicate of {unit} {seen[rel]}"

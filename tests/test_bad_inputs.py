@@ -418,3 +418,17 @@ def test_non_utf8_class_folder(tmp_path):
     assert r.problems["status"].tolist() == ["invalid_name"]
     assert "caf\\xe9/x.png" in r.problems["reason"].iloc[0] and "not valid UTF-8" in r.problems["reason"].iloc[0]
     assert "caf\\xe9" in r.settings["classes"]  # shown escaped, never crashes the parquet/JSON writers
+
+
+def test_dataset_opened_through_a_symlinked_folder_keeps_relative_ids(tmp_path):
+    real = tmp_path / "real"
+    _corpus.write_good_images(real / "img", "cat", 2)
+    (real / "labels.csv").write_text(f"path,label\nimg/cat_000.png,cat\n{real / 'img' / 'cat_001.png'},cat\n",
+                                     encoding="utf-8")
+    link = tmp_path / "link"
+    os.symlink(real, link)
+    a = load_dataset(real / "labels.csv")
+    b = load_dataset(link / "labels.csv")
+    assert list(a.samples["path"]) == list(b.samples["path"]) == ["img/cat_000.png", "img/cat_001.png"]
+    assert list(a.samples["sample_id"]) == list(b.samples["sample_id"])
+    assert set(b.samples["status"]) == {"ok"}
