@@ -141,6 +141,10 @@ def test_demo_review_and_export_in_a_browser(server):
             page.get_by_text("Nearest neighbours", exact=False).first.wait_for()
             _idle(page)
             _shot(page, "03_suspect_detail")
+            # keyboard shortcut: the detail view focused the third suspect; "U" marks it unsure
+            page.keyboard.press("u")
+            page.locator(f".st-key-sus-card-{third['sample_id']}").wait_for(state="detached")
+            _idle(page)
 
             # 3. the other pages
             for label, name in (("Embedding map", "04_embedding_map"), ("Class confusion", "05_confusion"),
@@ -162,6 +166,8 @@ def test_demo_review_and_export_in_a_browser(server):
             assert out.loc[first["sample_id"], "decision"] == "relabel"
             assert out.loc[first["sample_id"], "original_label"] == first["label"]
             assert second["sample_id"] not in out.index  # excluded rows are dropped by default
+            assert out.loc[third["sample_id"], "decision"] == "unsure"
+            assert out.loc[third["sample_id"], "label"] == third["label"]
             assert len(out) == len(s) - 1
             _idle(page)
             assert (ws.exports_dir / "cleaned.csv").is_file()  # also written into the workspace
