@@ -19,7 +19,7 @@ ray = pytest.importorskip("ray")
 
 from clipcleaner_core import cli  # noqa: E402
 from clipcleaner_core.pipeline import EncoderConfig, scan  # noqa: E402
-from clipcleaner_core.ray_engine import plan_resources  # noqa: E402
+from clipcleaner_core.ray_engine import _decode_batch, _EncodeActor, encoder_spec, plan_resources  # noqa: E402
 from clipcleaner_core.workspace import Workspace  # noqa: E402
 
 N_GOOD = 40
@@ -104,3 +104,26 @@ def test_plan_resources_gpu_and_cpu_clusters():
     big = plan_resources({"CPU": 64.0}, [16, 16, 16, 16])
     assert big["concurrency"] == 8 and big["num_cpus"] <= 16 and big["num_gpus"] == 0
     assert plan_resources({"CPU": 8.0}, [8], actors=3)["concurrency"] == 3
+
+
+def test_actor_rebuilds_the_drivers_encoder_or_refuses(tiny_clip, small_set):
+    """The encode actor's own model equals the driver's; a different checkpoint is refused (no Ray needed)."""
+    import torch
+
+    from clipcleaner_core.encoders import make_encoder
+
+    driver = make_encoder("clip", model=tiny_clip["model"], checkpoint=tiny_clip["checkpoint"],
+                          model_config=tiny_clip["config"], device="cpu")
+    spec = encoder_spec(driver, kind="clip", model=tiny_clip["model"], checkpoint=tiny_clip["checkpoint"],
+                        model_config=tiny_clip["config"], device="cpu")
+    paths = np.array([str(small_set / "images" / "corrupt.png"),
+                      *[str(p) for p in sorted((small_set / "images").glob("0*.png"))[:3]]], dtype=object)
+    dec = _decode_batch({"idx": np.arange(4), "path": paths}, driver.transform)
+    assert dec["ok"].tolist() == [False, True, True, True] and "cannot decode image" in dec["reason"][0]
+    out = _EncodeActor(spec)(dec)
+    want = driver.encode_images(torch.from_numpy(dec["x"]))
+    np.testing.assert_allclose(out["feats"], want, atol=1e-6)
+
+    other = dict(spec, identity={**spec["identity"], "size": spec["identity"]["size"] + 1})
+    with pytest.raises(RuntimeError, match="different encoder than the driver"):
+        _EncodeActor(other)
