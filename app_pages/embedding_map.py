@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import numpy as np
+import plotly.colors as pc
 import plotly.graph_objects as go
 import streamlit as st
 
@@ -35,6 +36,8 @@ job = layout.job_status(ctx.ws)
 
 c1, c2, c3, c4 = st.columns([2, 2, 2, 3], vertical_alignment="bottom")
 kinds = ["UMAP", "PCA"] if umap_xy is not None else ["PCA"]
+if st.session_state.pop("map_umap_ready", False) and umap_xy is not None:
+    st.session_state["map_kind"] = "UMAP"
 kind = c1.segmented_control("Layout", kinds, default=kinds[0], key="map_kind", required=True)
 color_by = c2.selectbox("Colour by", ["given label", "suggested label", "flag", "review status"], key="map_color")
 only_flagged = c3.toggle("Flagged only", key="map_flagged", help="Draw only the flagged samples")
@@ -58,6 +61,7 @@ def umap_progress() -> None:
     elif j.state == "failed":
         st.error(j.message)
     elif j.state == "done":
+        st.session_state["map_umap_ready"] = True  # switch the layout control to UMAP on the next run
         st.rerun(scope="app")
 
 
@@ -90,8 +94,7 @@ else:
     cat = state["status"].map(views.STATUS_TITLES).to_numpy(dtype=object)
     order = [views.STATUS_TITLES[s] for s in views.STATUSES]
 
-PALETTE = ["#4f46e5", "#f59e0b", "#10b981", "#ef4444", "#06b6d4", "#8b5cf6", "#ec4899", "#84cc16", "#f97316",
-           "#64748b", "#14b8a6", "#a855f7", "#eab308", "#3b82f6", "#f43f5e", "#22c55e", "#0ea5e9", "#d946ef"]
+PALETTE = (pc.qualitative.T10 if len(ctx.classes) <= 10 else pc.qualitative.Alphabet)
 FIXED = {"flagged": "#ef4444", "not flagged": "#c7d2fe", "not reviewed": "#cbd5e1", "given label kept": "#10b981",
          "relabelled": "#8b5cf6", "excluded": "#ef4444", "unsure": "#f59e0b"}
 
