@@ -12,6 +12,7 @@ import hashlib
 import io
 import json
 import os
+import stat
 import threading
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -393,33 +394,39 @@ def _parse_csv(text: str, name: str) -> pd.DataFrame:
                         dtype=object)
 
 
-def _status_of_file(abs_path: Path) -> tuple[str, str]:
-    disp = display_path(str(abs_path))
+def _status_of_file(abs_path: str | os.PathLike) -> tuple[str, str]:
+    path = os.fspath(abs_path)
+    disp = display_path(path)
     try:
-        st = abs_path.stat()
+        st = os.stat(path)
     except FileNotFoundError:
         return STATUS_MISSING, f"{disp}: file not found"
     except OSError as e:
         return STATUS_UNREADABLE, f"{disp}: cannot access ({e.strerror or e})"
     except ValueError as e:  # e.g. an embedded NUL character
         return STATUS_INVALID_NAME, f"{disp}: invalid path ({e})"
-    if not abs_path.is_file():
+    if not stat.S_ISREG(st.st_mode):
         return STATUS_UNREADABLE, f"{disp}: not a regular file"
     if st.st_size == 0:
         return STATUS_UNREADABLE, f"{disp}: empty file (0 bytes)"
-    if not os.access(abs_path, os.R_OK):
+    if not os.access(path, os.R_OK):
         return STATUS_UNREADABLE, f"{disp}: permission denied"
-    if abs_path.suffix.lower() not in IMAGE_EXTENSIONS:
-        return STATUS_UNSUPPORTED, f"{disp}: unsupported file type '{abs_path.suffix or '(none)'}'"
+    ext = os.path.splitext(path)[1]
+    if ext.lower() not in IMAGE_EXTENSIONS:
+        return STATUS_UNSUPPORTED, f"{disp}: unsupported file type '{ext or '(none)'}'"
     return STATUS_OK, ""
 
 
-def _is_within(path: Path, root: Path) -> bool:
-    try:
-        path.relative_to(root)
-        return True
-    except ValueError:
-        return False
+def _under(path: str, root: str) -> str | None:
+    """``path`` relative to ``root`` (both absolute, normalised strings) with '/' separators, or None when it is
+    not under ``root`` (a plain string test: no filesystem access)."""
+    if path == root:
+        return "."
+    prefix = root if root.endswith(os.sep) else root + os.sep
+    if path.startswith(prefix):
+        rel = path[len(prefix):]
+        return rel.replace(os.sep, "/") if os.sep != "/" else rel
+    return None
 
 
 def _rows_to_dataset(rows: list[dict], classes: list[str], root: Path, source: str, kind: str,
@@ -517,7 +524,8 @@ def _from_table(table: pd.DataFrame, base: Path, source: str, fixed_classes: lis
                 allow_outside_root: bool) -> Dataset:
     notes: list[str] = []
     root = base.resolve()
-    root_lex = Path(os.path.normpath(base.absolute()))
+    root_s = str(root)
+    base_lex = os.path.normpath(os.path.abspath(base))
     rows: list[dict] = []
     seen: dict[str, int] = {}
     unit = "row" if Path(source).suffix.lower() in (".parquet", ".pq") else "line"
@@ -535,21 +543,15 @@ def _from_table(table: pd.DataFrame, base: Path, source: str, fixed_classes: lis
                              abs_path="", label=label, status=STATUS_INVALID_NAME if p else STATUS_MISSING,
                              reason=f"{where}: " + ("the path contains a NUL character" if p else "empty path")))
             continue
-        raw = Path(p)
-        abs_p = raw if raw.is_absolute() else base / raw
-        norm = Path(os.path.normpath(abs_p.absolute()))
-        within = _is_within(norm, root_lex)  # lexically under the root as given (which may be a symlink)
-        try:
-            real = Path(os.path.realpath(norm))
-        except (OSError, ValueError):
-            real = norm
-        inside = within or _is_within(real, root)
-        if within:
-            rel = norm.relative_to(root_lex).as_posix()
-        elif _is_within(norm, root):
-            rel = norm.relative_to(root).as_posix()
-        else:
-            rel = norm.as_posix()
+        norm = os.path.normpath(p if os.path.isabs(p) else os.path.join(base_lex, p))
+        rel = _under(norm, base_lex)  # lexically under the root as given (which may be a symlink)
+        inside = rel is not None
+        if rel is None:
+            try:
+                inside = _under(os.path.realpath(norm), root_s) is not None
+            except (OSError, ValueError):
+                inside = False
+            rel = _under(norm, root_s) or norm.replace(os.sep, "/")
         sid = make_sample_id(rel)
         if rel in seen:
             status, reason = STATUS_DUPLICATE, f"{where}: {display_path(p)} is a duplicate of {unit} {seen[rel]}"

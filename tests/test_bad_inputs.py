@@ -206,14 +206,14 @@ def test_unreadable_permissions(tmp_path):
         "print(json.dumps({'scored': sorted(r.scores['path']), 'problems': r.problems[['path', 'status', "
         "'reason']].to_dict('records'), 'notes': r.settings['notes']}))\n"
     )
-    preexec = None
-    if os.geteuid() == 0:
-        libc = ctypes.CDLL(None, use_errno=True)
+    libc = ctypes.CDLL(None, use_errno=True)
 
-        def preexec() -> None:
-            for cap in (1, 2):  # CAP_DAC_OVERRIDE, CAP_DAC_READ_SEARCH
-                if libc.prctl(24, cap, 0, 0, 0) != 0:  # PR_CAPBSET_DROP
-                    raise OSError(ctypes.get_errno(), "prctl(PR_CAPBSET_DROP)")
+    def drop_dac_override() -> None:
+        for cap in (1, 2):  # CAP_DAC_OVERRIDE, CAP_DAC_READ_SEARCH
+            if libc.prctl(24, cap, 0, 0, 0) != 0:  # PR_CAPBSET_DROP
+                raise OSError(ctypes.get_errno(), "prctl(PR_CAPBSET_DROP)")
+
+    preexec = drop_dac_override if os.geteuid() == 0 else None
     try:
         proc = subprocess.run([sys.executable, "-c", code, str(root), str(tmp_path / "ws")], capture_output=True,
                               text=True, preexec_fn=preexec, timeout=300)
