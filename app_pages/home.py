@@ -90,23 +90,25 @@ def start_panel(expanded_tab: bool = True) -> None:
     with tab_scan:
         with st.form("scan_form", border=False):
             c1, c2 = st.columns(2)
-            data = c1.text_input("Dataset", placeholder="/data/pets  (ImageFolder)  or  /data/labels.csv",
+            data = c1.text_input("Dataset", key="scan_data", placeholder="/data/pets  (ImageFolder)  or  /data/labels.csv",
                                  help="An ImageFolder (one sub-folder per class) or a CSV/TSV/Parquet table with a "
                                       "path column and a label column (paths relative to the table's folder).")
-            ws_dir = c2.text_input("Workspace folder", placeholder="/data/pets-workspace",
+            ws_dir = c2.text_input("Workspace folder", key="scan_ws", placeholder="/data/pets-workspace",
                                    help="Where embeddings, scores and review decisions are stored.")
-            classes_file = c1.text_input("Classes file (optional)", help="One class name per line; fixes order.")
-            truth = c2.text_input("Ground-truth labels (optional)", help="path,label table of the clean labels; "
+            classes_file = c1.text_input("Classes file (optional)", key="scan_classes", help="One class name per line; fixes order.")
+            truth = c2.text_input("Ground-truth labels (optional)", key="scan_truth", help="path,label table of the clean labels; "
                                   "enables the Evaluation page.")
             e1, e2, e3, e4 = st.columns(4)
-            encoder = e1.selectbox("Encoder", ["clip", "pixels"], index=0,
+            encoder = e1.selectbox("Encoder", ["clip", "pixels"], index=0, key="scan_encoder",
                                    help="clip: open_clip model (needs weights); pixels: raw pixels, no weights, "
                                         "not CLIP (no zero-shot)")
-            model = e2.text_input("Model", value="ViT-B-32")
-            pretrained = e3.text_input("Pretrained tag", value="laion2b_s34b_b79k",
+            model = e2.text_input("Model", value="ViT-B-32", key="scan_model")
+            pretrained = e3.text_input("Pretrained tag", value="laion2b_s34b_b79k", key="scan_pretrained",
                                        help="An open_clip tag whose weights are cached locally")
-            checkpoint = e4.text_input("…or checkpoint file", help="A local open_clip state_dict (overrides the tag)")
-            go_scan = st.form_submit_button("Scan", type="primary", icon=":material/play_arrow:")
+            checkpoint = e4.text_input("…or checkpoint file", key="scan_checkpoint", help="A local open_clip state_dict (overrides the tag)")
+            model_config = st.text_input("Model config JSON (optional)", key="scan_model_config",
+                                         help="Registers a custom open_clip architecture (file name = model name)")
+            go_scan = st.form_submit_button("Scan", type="primary", icon=":material/play_arrow:", key="scan_go")
         if go_scan:
             from clipcleaner_core.pipeline import EncoderConfig
 
@@ -114,7 +116,7 @@ def start_panel(expanded_tab: bool = True) -> None:
                 st.warning("Give both a dataset and a workspace folder.")
             else:
                 enc = EncoderConfig(encoder=encoder, model=model, pretrained=(pretrained or None) if not checkpoint
-                                    else None, checkpoint=checkpoint or None)
+                                    else None, checkpoint=checkpoint or None, model_config=model_config or None)
                 if _run_scan(data, ws_dir, classes_file or None, enc, truth=truth or None):
                     st.rerun()
     with tab_open:

@@ -299,3 +299,58 @@ def test_evaluation_metrics(fresh_ws):
     assert (tab["auroc"] > 0.5).all() and (tab["precision"] <= 1).all()
     labels = {m.label: m.value for m in at.metric}
     assert labels["Mislabelled"] == "539"
+
+
+def _tiny_imagefolder(root: Path, per_class: int = 12) -> Path:
+    """3 classes of simple synthetic images (+ one corrupt file) as an ImageFolder."""
+    from PIL import Image
+
+    rng = np.random.default_rng(0)
+    for k, name in enumerate(["circle", "square", "stripe"]):
+        d = root / name
+        d.mkdir(parents=True)
+        for i in range(per_class):
+            a = np.full((24, 24), 255, np.uint8)
+            if k == 0:
+                yy, xx = np.mgrid[:24, :24]
+                a[(yy - 12) ** 2 + (xx - 12) ** 2 < 40 + i] = 0
+            elif k == 1:
+                a[5:19, 5:19] = 0
+            else:
+                a[:, 8 + i % 4:14 + i % 4] = 0
+            a = np.clip(a.astype(int) + rng.integers(-20, 20, a.shape), 0, 255).astype(np.uint8)
+            Image.fromarray(a, mode="L").save(d / f"{i:02d}.png")
+    (root / "square" / "broken.png").write_bytes(b"\x89PNG not really")
+    return root
+
+
+def test_scan_form_pixels_lists_unreadable_files(tmp_path):
+    data = _tiny_imagefolder(tmp_path / "shapes")
+    at = app(None)
+    at.text_input(key="scan_data").set_value(str(data))
+    at.text_input(key="scan_ws").set_value(str(tmp_path / "ws"))
+    at.selectbox(key="scan_encoder").set_value("pixels")
+    at.button(key="scan_go").click().run()
+    assert not at.exception, [e.value for e in at.exception]
+    assert not at.error, [e.value for e in at.error]
+    assert Workspace(tmp_path / "ws").exists()
+    assert at.session_state["ws_path"] == str((tmp_path / "ws").absolute())
+    labels = {m.label: m.value for m in at.metric}
+    assert labels["Samples"] == "37" and labels["Unusable files"] == "1"
+    probs = next(d.value for d in at.dataframe if "reason" in d.value.columns)
+    assert list(probs["path"]) == ["square/broken.png"] and probs["reason"].iloc[0]
+
+
+def test_scan_form_clip_without_weights_says_so(tmp_path, monkeypatch):
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    data = _tiny_imagefolder(tmp_path / "shapes", per_class=3)
+    at = app(None)
+    at.text_input(key="scan_data").set_value(str(data))
+    at.text_input(key="scan_ws").set_value(str(tmp_path / "ws"))
+    at.selectbox(key="scan_encoder").set_value("clip")
+    at.text_input(key="scan_pretrained").set_value("laion2b_s34b_b79k")
+    at.button(key="scan_go").click().run()
+    assert not at.exception
+    msg = " ".join(e.value for e in at.error)
+    assert "CLIP weights are not available" in msg and "--checkpoint" in msg
+    assert not Workspace(tmp_path / "ws").exists()
