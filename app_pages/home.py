@@ -166,8 +166,9 @@ pills = [f"<span class='cc-pill'>encoder: {views.encoder_description(S)}</span>"
          f"<span class='cc-pill'>suggestions from: {summ['suggestion_source']}</span>"]
 st.html("<div>" + "".join(pills) + "</div>")
 if not summ["zero_shot"]:
-    st.warning(f"**Zero-shot criteria unavailable.** {summ['zero_shot_reason'] or 'The encoder has no text tower.'} "
-               "Only the linear-probe criteria, k-NN agreement and cleanlab are used.", icon=":material/info:")
+    reason = (summ["zero_shot_reason"] or "The encoder has no text tower").rstrip(". ")
+    st.warning(f"**Zero-shot criteria unavailable.** {reason[0].upper() + reason[1:]}. Only the linear-probe "
+               "criteria, k-NN agreement and cleanlab are used.", icon=":material/info:")
 
 left, right = st.columns([3, 2])
 with left:
@@ -199,8 +200,8 @@ cc = pd.DataFrame({"class": ctx.scores["label"], "flagged": flag}).groupby("clas
     .agg(["sum", "count"]).reindex(ctx.classes).fillna(0)
 fig = go.Figure([go.Bar(x=cc.index, y=cc["count"] - cc["sum"], name="not flagged", marker_color="#c7d2fe"),
                  go.Bar(x=cc.index, y=cc["sum"], name="flagged", marker_color="#ef4444")])
-fig.update_layout(barmode="stack", height=260, margin=dict(l=10, r=10, t=10, b=10), legend=dict(orientation="h"),
-                  yaxis_title="samples")
+fig.update_layout(barmode="stack", height=280, margin=dict(l=10, r=10, t=30, b=10),
+                  legend=dict(orientation="h", y=1.12, x=0), yaxis_title="samples")
 st.plotly_chart(fig, width="stretch", config={"displayModeBar": False})
 
 probs = summ["problems"]
