@@ -544,6 +544,9 @@ def _from_table(table: pd.DataFrame, base: Path, source: str, fixed_classes: lis
                              reason=f"{where}: " + ("the path contains a NUL character" if p else "empty path")))
             continue
         norm = os.path.normpath(p if os.path.isabs(p) else os.path.join(base_lex, p))
+        if "\\" in p and os.sep == "/" and not os.path.lexists(norm):  # a table written on Windows
+            alt = p.replace("\\", "/")
+            norm = os.path.normpath(alt if os.path.isabs(alt) else os.path.join(base_lex, alt))
         rel = _under(norm, base_lex)  # lexically under the root as given (which may be a symlink)
         inside = rel is not None
         if rel is None:

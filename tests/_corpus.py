@@ -329,6 +329,8 @@ def write_table_cases(root: Path) -> list[TableCase]:
     w("empty_class_in_classes_file.csv", "path,label\n" + "".join(f"img/cat_{i:03d}.png,cat\n" for i in range(4))
       + "".join(f"img/dog_{i:03d}.png,dog\n" for i in range(4)), kwargs={"classes_file": root / "classes3.txt"},
       classes=["bird", "cat", "dog", "fish"])
+    w("windows_separators.csv", "path,label\r\nimg\\bird_000.png,bird\r\n.\\img\\cat_000.png,cat\r\n",
+      statuses={a: "ok", b: "ok"}, counts={"ok": 2})
     w("directory_as_path.csv", "path,label\nimg,cat\n" + f"{a},bird\n", statuses={"img": "unreadable", a: "ok"})
     w("ragged_row.csv", f"path,label\nimg/dog, the good boy.png,dog\n{a},bird\n",
       statuses={a: "ok"}, counts={"ok": 1, "invalid_row": 1})
@@ -349,6 +351,7 @@ TABLE_CASE_NAMES = [
     "bom.csv", "semicolons.csv", "tabs.tsv", "quoted_commas.csv", "empty_rows.csv", "crlf.csv", "duplicates.csv",
     "label_not_in_classes.csv", "absolute_inside.csv", "absolute_outside.csv", "dotdot_escape.csv",
     "dotdot_inside.csv", "missing_files.csv", "empty_label.csv", "unicode_labels.csv", "latin1.csv",
-    "single_class.csv", "class_with_one_image.csv", "empty_class_in_classes_file.csv", "directory_as_path.csv",
+    "single_class.csv", "class_with_one_image.csv", "empty_class_in_classes_file.csv", "windows_separators.csv",
+    "directory_as_path.csv",
     "ragged_row.csv", "multiline_quoted.csv", "binary_named_csv.csv", "garbage_text.csv", "labels.parquet",
 ]
