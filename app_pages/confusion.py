@@ -49,13 +49,14 @@ zmax = float(off.max()) if off.max() > 0 else 1.0
 text = np.char.mod("%.0f%%", z * 100) if norm else counts.astype(str)
 fig = go.Figure(go.Heatmap(z=np.minimum(z, zmax * 1.0001), x=ctx.classes, y=ctx.classes, text=text,
                            texttemplate="%{text}" if K <= 30 else None, colorscale="Purples", zmin=0, zmax=zmax,
-                           hovertemplate="given %{y} → predicted %{x}: %{text}<extra></extra>",
+                           hoverinfo="skip",
                            colorbar=dict(title="share" if norm else "samples")))
 gi, si = np.meshgrid(np.arange(K), np.arange(K), indexing="ij")
 fig.add_trace(go.Scatter(x=np.asarray(ctx.classes)[si.ravel()], y=np.asarray(ctx.classes)[gi.ravel()],
                          mode="markers", marker=dict(size=max(6, min(36, 600 // max(K, 1))), opacity=0.01,
                                                      color="#000"),
-                         customdata=np.stack([gi.ravel(), si.ravel()], axis=1), hoverinfo="skip", showlegend=False))
+                         customdata=np.stack([gi.ravel(), si.ravel()], axis=1), text=text.ravel(), showlegend=False,
+                         hovertemplate="given %{y} → predicted %{x}: %{text}<br>click to review<extra></extra>"))
 fig.update_layout(height=min(140 + 38 * K, 900), margin=dict(l=10, r=10, t=10, b=10),
                   xaxis=dict(title=f"predicted ({SOURCE_TITLES[src]})", side="bottom", constrain="domain"),
                   yaxis=dict(title="given label", autorange="reversed", scaleanchor="x"), clickmode="event+select")
@@ -68,6 +69,8 @@ except AttributeError:
     pts = []
 for p in pts:
     cd = p.get("customdata")
+    if isinstance(cd, dict):  # plotly events may serialise an array point as {"0": g, "1": s}
+        cd = [cd[k] for k in sorted(cd, key=lambda k: int(k))]
     if cd is not None and len(cd) == 2:
         st.session_state["conf_cell"] = (int(cd[0]), int(cd[1]))
 

@@ -152,6 +152,15 @@ def test_demo_review_and_export_in_a_browser(server):
                 _goto(page, url, label)
                 page.locator(".js-plotly-plot").first.wait_for(timeout=120_000)
                 _idle(page)
+                if label == "Class confusion":  # clicking a heatmap cell opens its samples for review
+                    xb = page.locator(".js-plotly-plot .xtick text", has_text="eight").first.bounding_box()
+                    yb = page.locator(".js-plotly-plot .ytick text", has_text="one").first.bounding_box()
+                    x, y = xb["x"] + xb["width"] / 2, yb["y"] + yb["height"] / 2
+                    page.mouse.move(x, y)
+                    page.mouse.click(x, y)
+                    page.locator("[class*='st-key-conf-card-']").first.wait_for()
+                    _idle(page)
+                    assert page.get_by_text("Given one, predicted eight", exact=False).count() >= 1
                 _shot(page, name)
 
             # 4. Export: download the cleaned CSV and check the two decisions
