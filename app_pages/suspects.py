@@ -12,7 +12,7 @@ _ui.page_header("Suspects", "Flagged samples, most suspicious first (noise score
 
 opts = views.criterion_options(ctx.scores, ctx.settings)
 with st.container(border=True, key="sus_filters"):
-    f1, f2, f3, f4, f5 = st.columns([3, 3, 3, 2, 2], vertical_alignment="bottom")
+    f1, f2, f3, f4, f5 = st.columns([2.6, 2.6, 3, 2, 2.4], vertical_alignment="bottom")
     given = f1.multiselect("Given class", ctx.classes, key="sus_given", placeholder="any")
     suggested = f2.multiselect("Suggested class", ctx.classes, key="sus_sugg", placeholder="any")
     crit = f3.selectbox("Flagged by", [None, *opts], key="sus_crit",
