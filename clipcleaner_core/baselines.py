@@ -11,28 +11,112 @@ import warnings
 import numpy as np
 
 
-def nearest_neighbors(features: np.ndarray, k: int = 10, batch: int = 4096) -> tuple[np.ndarray, np.ndarray]:
-    """Exact cosine k-NN of every row among the others: (indices (N, k) int64, similarities (N, k) float32).
+#: above this many rows :func:`nearest_neighbors` switches from exact brute force (O(N²·D)) to a cell-probe index
+EXACT_KNN_MAX = 30_000
 
-    ``features`` (N, D) should be unit-norm. Brute force in row blocks of ``batch`` (memory O(batch · N)).
-    """
-    x = np.ascontiguousarray(features, dtype=np.float32)
+
+def _topk_rows(block: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:
+    """Per row of ``block`` (b, N) float32: indices and values of the k largest, largest first."""
+    try:
+        import torch
+    except ImportError:  # pragma: no cover - torch is a dependency; numpy fallback
+        part = np.argpartition(-block, k - 1, axis=1)[:, :k]
+        psim = np.take_along_axis(block, part, axis=1)
+        order = np.argsort(-psim, axis=1, kind="stable")
+        return np.take_along_axis(part, order, axis=1), np.take_along_axis(psim, order, axis=1)
+    v, i = torch.topk(torch.from_numpy(block), k, dim=1, largest=True, sorted=True)
+    return i.numpy().astype(np.int64), v.numpy()
+
+
+def _exact_neighbors(x: np.ndarray, k: int, batch: int) -> tuple[np.ndarray, np.ndarray]:
     n = len(x)
-    k = int(min(k, max(n - 1, 0)))
     idx = np.zeros((n, k), dtype=np.int64)
     sim = np.zeros((n, k), dtype=np.float32)
-    if k == 0:
-        return idx, sim
     for s in range(0, n, batch):
         block = x[s:s + batch] @ x.T  # (b, N)
         rows = np.arange(block.shape[0])
         block[rows, s + rows] = -np.inf  # exclude self
-        part = np.argpartition(-block, k - 1, axis=1)[:, :k]
-        psim = np.take_along_axis(block, part, axis=1)
-        order = np.argsort(-psim, axis=1, kind="stable")
-        idx[s:s + batch] = np.take_along_axis(part, order, axis=1)
-        sim[s:s + batch] = np.take_along_axis(psim, order, axis=1)
+        idx[s:s + batch], sim[s:s + batch] = _topk_rows(block, k)
     return idx, sim
+
+
+def _spherical_kmeans(x: np.ndarray, n_cells: int, rng: np.random.Generator, iters: int = 6,
+                      sample: int = 40) -> np.ndarray:
+    """Unit-norm centroids (n_cells, D) of spherical k-means (Lloyd on cosine) fit on ≤ ``sample``·n_cells rows."""
+    n = len(x)
+    fit = x[np.sort(rng.choice(n, size=min(n, sample * n_cells), replace=False))]
+    c = fit[rng.choice(len(fit), size=n_cells, replace=False)].copy()
+    for _ in range(iters):
+        a = np.argmax(fit @ c.T, axis=1)
+        new = np.zeros_like(c)
+        np.add.at(new, a, fit)
+        norm = np.linalg.norm(new, axis=1, keepdims=True)
+        empty = norm[:, 0] == 0
+        new[empty] = c[empty]  # an empty cell keeps its centroid
+        norm[empty] = 1.0
+        c = new / norm
+    return c
+
+
+def _approx_neighbors(x: np.ndarray, k: int, seed: int, n_probe: int = 6) -> tuple[np.ndarray, np.ndarray]:
+    """Cell-probe approximate k-NN (an IVF index, in numpy): spherical k-means splits the rows into ~sqrt(N)
+    cells; the candidates of every row of a cell are the members of the cells whose centroids are nearest to
+    that cell's centroid, about ``n_probe`` cells' worth of rows (at least 20·(k+1)); neighbours are the exact
+    top-k cosines among the candidates (self excluded). Cost O(N · candidates · D) instead of O(N² · D); deterministic for a ``seed``.
+    """
+    n = len(x)
+    rng = np.random.default_rng(seed)
+    n_cells = int(max(4, min(n // 8, round(np.sqrt(n)))))
+    cent = _spherical_kmeans(x, n_cells, rng)
+    assign = np.empty(n, dtype=np.int64)
+    for s in range(0, n, 16384):
+        assign[s:s + 16384] = np.argmax(x[s:s + 16384] @ cent.T, axis=1)
+    order = np.argsort(assign, kind="stable")
+    starts = np.searchsorted(assign[order], np.arange(n_cells + 1))
+    sizes = np.diff(starts)
+    want = max(20 * (k + 1), n_probe * n // n_cells)
+    csim = cent @ cent.T
+    idx = np.zeros((n, k), dtype=np.int64)
+    sim = np.zeros((n, k), dtype=np.float32)
+    for c in range(n_cells):
+        q = order[starts[c]:starts[c + 1]]
+        if len(q) == 0:
+            continue
+        near = np.argsort(-csim[c], kind="stable")
+        take = int(np.searchsorted(np.cumsum(sizes[near]), min(want, n))) + 1
+        cand = np.concatenate([order[starts[j]:starts[j + 1]] for j in near[:take]])
+        block = x[q] @ x[cand].T
+        block[cand[None, :] == q[:, None]] = -np.inf  # exclude self
+        top, val = _topk_rows(block, min(k, len(cand) - 1))
+        idx[q, :top.shape[1]] = cand[top]
+        sim[q, :top.shape[1]] = val
+    return idx, sim
+
+
+def nearest_neighbors(features: np.ndarray, k: int = 10, batch: int = 2048, method: str = "auto",
+                      seed: int = 0) -> tuple[np.ndarray, np.ndarray]:
+    """Cosine k-NN of every row among the others: (indices (N, k) int64, similarities (N, k) float32).
+
+    ``features`` (N, D) should be unit-norm. ``method``: ``"exact"`` — brute force in row blocks of ``batch``
+    (memory O(batch · N), time O(N² · D)); ``"approx"`` — a cell-probe (IVF) index: exact cosines among the
+    members of the nearest k-means cells, ≥ 95 % of the true neighbours on clustered data
+    (recall measured in ``docs/PERFORMANCE.md`` and ``tests/test_fast_paths.py``);
+    ``"auto"`` — exact up to :data:`EXACT_KNN_MAX` rows, approximate above. Neighbours are sorted most similar
+    first.
+    """
+    x = np.ascontiguousarray(features, dtype=np.float32)
+    n = len(x)
+    k = int(min(k, max(n - 1, 0)))
+    if k == 0:
+        return np.zeros((n, 0), dtype=np.int64), np.zeros((n, 0), dtype=np.float32)
+    if method == "auto":
+        method = "exact" if n <= EXACT_KNN_MAX else "approx"
+    if method == "exact":
+        return _exact_neighbors(x, k, batch)
+    if method == "approx":
+        # the index needs many times k points to pay off; small inputs are exact (and cheap)
+        return _approx_neighbors(x, k, seed) if n > 4 * (k + 1) else _exact_neighbors(x, k, batch)
+    raise ValueError(f"unknown k-NN method {method!r}; use auto, exact or approx")
 
 
 def knn_label_counts(neighbor_idx: np.ndarray, y: np.ndarray, n_classes: int) -> np.ndarray:

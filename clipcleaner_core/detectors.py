@@ -86,7 +86,7 @@ def detect(features: np.ndarray, y: np.ndarray, classes: list[str], config: Scor
     if text_features is not None and len(text_features):
         probs["zs"] = zero_shot_probs(x, text_features, np.asarray(text_class), k, config.temperature)
     probs["probe"] = probe_probs(x, y, k, mode=config.probe, n_folds=config.folds, C=config.C, seed=config.seed)
-    nn_idx, nn_sim = nearest_neighbors(x, config.knn_k)
+    nn_idx, nn_sim = nearest_neighbors(x, config.knn_k, seed=config.seed)
     probs["knn"] = knn_probs(nn_idx, y, k)
     p_cv = probs["probe"] if config.probe == "cv" else probe_probs(x, y, k, "cv", config.folds, config.C, seed=config.seed)
 

@@ -1,0 +1,1 @@
+"""clipcleaner benchmark (see bench/run.py and docs/PERFORMANCE.md)."""

@@ -1,0 +1,140 @@
+"""Agreement tests for the faster implementations in the scores stage (docs/PERFORMANCE.md).
+
+- :class:`MultinomialLR` (float32 L-BFGS, centred features, warm starts) vs scikit-learn's
+  ``LogisticRegression(class_weight="balanced")``: same objective, so the same probabilities up to the solver
+  tolerance;
+- ``nearest_neighbors``: blocked top-k exact vs a naive full sort; NN-descent recall vs exact.
+"""
+from __future__ import annotations
+
+import warnings
+
+import numpy as np
+import pytest
+
+from clipcleaner_core.baselines import nearest_neighbors
+from clipcleaner_core.scoring import MultinomialLR, probe_probs
+
+
+def _clustered(n: int, d: int, k: int, seed: int = 0, noise: float = 0.15, sep: float = 0.5):
+    rng = np.random.default_rng(seed)
+    common = rng.standard_normal(d)
+    centres = rng.standard_normal((k, d))
+    w = rng.uniform(0.4, 1.6, size=k)
+    y_true = rng.choice(k, size=n, p=w / w.sum())
+    x = common / np.linalg.norm(common) + sep * centres[y_true] / np.sqrt(d) * 3 \
+        + rng.standard_normal((n, d)) * 1.2 / np.sqrt(d)
+    x /= np.linalg.norm(x, axis=1, keepdims=True)
+    y = y_true.copy()
+    flip = rng.random(n) < noise
+    y[flip] = (y[flip] + rng.integers(1, k, size=flip.sum())) % k
+    return x.astype(np.float32), y.astype(np.int64)
+
+
+def _sklearn_lr(x, y, C=1.0, tol=1e-4):
+    from sklearn.linear_model import LogisticRegression
+
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        return LogisticRegression(C=C, class_weight="balanced", max_iter=5000, tol=tol).fit(x, y)
+
+
+@pytest.mark.parametrize("C", [1.0, 0.1])
+def test_multinomial_lr_matches_sklearn(C):
+    x, y = _clustered(1500, 24, 6, seed=1)
+    xt, _ = _clustered(400, 24, 6, seed=2)
+    ref = _sklearn_lr(x, y, C=C, tol=1e-8)  # near-exact optimum
+    fast = MultinomialLR(C=C).fit(x, y)
+    assert list(fast.classes_) == list(ref.classes_)
+    p_ref, p_fast = ref.predict_proba(xt), fast.predict_proba(xt)
+    assert np.abs(p_fast - p_ref).max() < 0.02
+    assert (p_fast.argmax(1) == p_ref.argmax(1)).mean() >= 0.99
+    # scikit-learn at its default tolerance (what the scores used before) is no closer to the optimum than we are
+    sk = _sklearn_lr(x, y, C=C)
+    err_sk = np.abs(sk.predict_proba(xt) - p_ref)
+    assert np.abs(p_fast - p_ref).mean() <= 1.5 * err_sk.mean() + 1e-4
+    assert np.abs(p_fast - p_ref).max() <= 1.5 * err_sk.max() + 1e-3
+    # tighter tolerance converges to the same optimum
+    tight = MultinomialLR(C=C, tol=1e-6).fit(x, y)
+    assert np.abs(tight.predict_proba(xt) - p_ref).max() < 2e-3
+
+
+def test_multinomial_lr_is_class_weight_balanced():
+    """A 10:1 imbalance: the class weights are sklearn's "balanced" ones (same probabilities)."""
+    x, y = _clustered(1100, 16, 3, seed=3, noise=0.0, sep=0.2)
+    y = np.where(np.arange(len(y)) < 100, 2, y % 2)  # class 2 rare
+    fast = MultinomialLR(tol=1e-6).fit(x, y)
+    ref = _sklearn_lr(x, y, tol=1e-8)
+    assert np.abs(fast.predict_proba(x) - ref.predict_proba(x)).max() < 5e-3
+
+
+def test_multinomial_lr_absent_labels_and_warm_start():
+    x, y = _clustered(900, 16, 5, seed=4)
+    y = np.where(y == 3, 4, y)  # label 3 absent
+    cold = MultinomialLR(tol=1e-6).fit(x, y)
+    assert list(cold.classes_) == [0, 1, 2, 4]
+    warm = MultinomialLR(tol=1e-6).fit(x, y, init=(cold.coef_ * 0.5, cold.intercept_))
+    assert np.abs(warm.predict_proba(x) - cold.predict_proba(x)).max() < 5e-3
+    assert np.allclose(cold.predict_proba(x).sum(1), 1.0, atol=1e-5)
+
+
+def test_probe_cv_fast_matches_sklearn_out_of_fold():
+    x, y = _clustered(1200, 24, 8, seed=5)
+    p_fast = probe_probs(x, y, 9, mode="cv", solver="fast")  # class 8 never occurs → column of zeros
+    p_sk = probe_probs(x, y, 9, mode="cv", solver="sklearn")
+    assert p_fast.shape == (1200, 9) and np.all(p_fast[:, 8] == 0)
+    assert np.abs(p_fast - p_sk).max() < 0.02
+    assert (p_fast.argmax(1) == p_sk.argmax(1)).mean() >= 0.99
+    # warm starts between folds do not change the out-of-fold result beyond the solver tolerance
+    p_cold = probe_probs(x, y, 9, mode="cv", solver="fast", warm_start=False)
+    assert np.abs(p_fast - p_cold).max() < 0.01
+    # deterministic
+    assert np.array_equal(p_fast, probe_probs(x, y, 9, mode="cv", solver="fast"))
+
+
+def test_probe_two_classes_uses_sklearn_binomial():
+    x, y = _clustered(400, 8, 2, seed=6)
+    assert np.allclose(probe_probs(x, y, 2, mode="faithful"), probe_probs(x, y, 2, mode="faithful", solver="sklearn"))
+
+
+# ------------------------------------------------------------------------------------------------ k-NN
+def _naive_knn(x, k):
+    s = x @ x.T
+    np.fill_diagonal(s, -np.inf)
+    order = np.argsort(-s, axis=1, kind="stable")[:, :k]
+    return order, np.take_along_axis(s, order, axis=1)
+
+
+def test_exact_knn_matches_naive_sort():
+    x, _ = _clustered(700, 16, 5, seed=7)
+    idx, sim = nearest_neighbors(x, 10, batch=128, method="exact")
+    ref_idx, ref_sim = _naive_knn(x, 10)
+    assert idx.shape == (700, 10) and idx.dtype == np.int64 and sim.dtype == np.float32
+    assert np.allclose(sim, ref_sim, atol=1e-5)
+    assert np.all(idx != np.arange(700)[:, None])
+    assert np.all(np.diff(sim, axis=1) <= 1e-7)  # most similar first
+    same = np.mean([len(set(a) & set(b)) / 10 for a, b in zip(idx, ref_idx)])
+    assert same > 0.999  # only exact ties may swap
+
+
+def test_approx_knn_recall_and_shape():
+    x, _ = _clustered(3000, 32, 10, seed=8)
+    exact, esim = nearest_neighbors(x, 10, method="exact")
+    approx, asim = nearest_neighbors(x, 10, method="approx")
+    assert approx.shape == (3000, 10)
+    assert np.all(approx != np.arange(3000)[:, None])
+    recall = np.mean([len(set(a) & set(b)) / 10 for a, b in zip(approx, exact)])
+    assert recall >= 0.95
+    assert np.all(np.diff(asim, axis=1) <= 1e-6)
+    # reported similarities are the exact cosines of the returned neighbours
+    assert np.allclose(asim, np.einsum("nd,nkd->nk", x, x[approx]), atol=1e-5)
+
+
+def test_knn_tiny_inputs():
+    x, _ = _clustered(3, 4, 2, seed=9)
+    for method in ("exact", "approx"):
+        idx, sim = nearest_neighbors(x, 10, method=method)
+        assert idx.shape == (3, 2)
+        assert np.all(idx != np.arange(3)[:, None])
+    idx, sim = nearest_neighbors(x[:1], 10)
+    assert idx.shape == (1, 0)
