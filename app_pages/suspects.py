@@ -23,6 +23,12 @@ with st.container(border=True, key="sus_filters"):
 rows = views.filter_rows(ctx.scores, ctx.state(), flagged_only=not show_all, given=given, suggested=suggested,
                          criterion=crit, status=_ui.STATUS_FILTERS[status])
 n_flagged = int(ctx.scores["flagged"].sum())
+if n_flagged:
+    dc = views.decision_counts(ctx.state(), ctx.scores["flagged"].to_numpy(dtype=bool))
+    done = n_flagged - dc["undecided"]
+    st.progress(done / n_flagged, text=f"Reviewed {done:,} of {n_flagged:,} flagged samples "
+                f"({dc['accept']:,} kept · {dc['relabel']:,} relabelled · {dc['exclude']:,} excluded · "
+                f"{dc['unsure']:,} unsure)")
 if n_flagged == 0 and not show_all:
     st.success("No sample is flagged by the default method. Switch on **Unflagged too** to browse everything.",
                icon=":material/verified:")
