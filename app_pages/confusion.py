@@ -53,13 +53,19 @@ fig = go.Figure(go.Heatmap(z=np.minimum(z, zmax * 1.0001), x=ctx.classes, y=ctx.
                            colorbar=dict(title="share" if norm else "samples")))
 gi, si = np.meshgrid(np.arange(K), np.arange(K), indexing="ij")
 fig.add_trace(go.Scatter(x=np.asarray(ctx.classes)[si.ravel()], y=np.asarray(ctx.classes)[gi.ravel()],
-                         mode="markers", marker=dict(size=max(6, min(36, 600 // max(K, 1))), opacity=0.01,
-                                                     color="#000"),
+                         mode="markers", marker=dict(size=max(6, min(36, 600 // max(K, 1))),
+                                                     color="rgba(0,0,0,0)"),
+                         selected=dict(marker=dict(color="rgba(0,0,0,0)")),
+                         unselected=dict(marker=dict(color="rgba(0,0,0,0)", opacity=1)),
                          customdata=np.stack([gi.ravel(), si.ravel()], axis=1), text=text.ravel(), showlegend=False,
                          hovertemplate="given %{y} → predicted %{x}: %{text}<br>click to review<extra></extra>"))
 fig.update_layout(height=min(140 + 38 * K, 900), margin=dict(l=10, r=10, t=10, b=10),
                   xaxis=dict(title=f"predicted ({SOURCE_TITLES[src]})", side="bottom", constrain="domain"),
                   yaxis=dict(title="given label", autorange="reversed", scaleanchor="x"), clickmode="event+select")
+prev = st.session_state.get("conf_cell")
+if prev is not None and max(prev) < K:  # outline the cell whose samples are open below
+    fig.add_shape(type="rect", x0=prev[1] - 0.5, x1=prev[1] + 0.5, y0=prev[0] - 0.5, y1=prev[0] + 0.5,
+                  line=dict(color="#f59e0b", width=3), xref="x", yref="y")
 st.caption("Diagonal cells are clipped to the largest off-diagonal value so the colour shows the confusions.")
 ev = st.plotly_chart(fig, key="conf_heat", on_select="rerun", selection_mode=("points",), width="stretch",
                      config={"displaylogo": False})
@@ -67,12 +73,28 @@ try:
     pts = list(ev.selection.get("points", [])) if ev is not None else []
 except AttributeError:
     pts = []
+clicked = None
 for p in pts:
     cd = p.get("customdata")
     if isinstance(cd, dict):  # plotly events may serialise an array point as {"0": g, "1": s}
         cd = [cd[k] for k in sorted(cd, key=lambda k: int(k))]
     if cd is not None and len(cd) == 2:
-        st.session_state["conf_cell"] = (int(cd[0]), int(cd[1]))
+        clicked = (int(cd[0]), int(cd[1]))
+
+
+def _pick_cell(source: str, cell: tuple | None) -> None:
+    """Open ``cell`` when this source (heatmap click / table row) changed since the last run."""
+    last_key = f"conf_last_{source}"
+    if cell is not None and cell != st.session_state.get(last_key):
+        st.session_state[last_key] = cell
+        if cell != st.session_state.get("conf_cell"):
+            st.session_state["conf_cell"] = cell
+            st.rerun()  # redraw with the chosen cell outlined
+    elif cell is None:
+        st.session_state[last_key] = None
+
+
+_pick_cell("heat", clicked)
 
 sim = ctx.array("class_similarity")
 sim_src = ctx.settings.get("class_similarity_source", "class prototypes")
@@ -94,9 +116,8 @@ else:
         sel_rows = tev.selection.rows
     except AttributeError:
         sel_rows = []
-    if sel_rows:
-        r = pairs.iloc[sel_rows[0]]
-        st.session_state["conf_cell"] = (int(r["given_idx"]), int(r["suggested_idx"]))
+    r = pairs.iloc[sel_rows[0]] if sel_rows else None
+    _pick_cell("table", (int(r["given_idx"]), int(r["suggested_idx"])) if r is not None else None)
 
 st.markdown("#### Samples of a cell")
 cell = st.session_state.get("conf_cell")
