@@ -148,6 +148,39 @@ def plan_resources(cluster: dict[str, float], node_cpus: Sequence[float] = (), a
     return plan
 
 
+class RayUnavailable(ValueError):
+    """The Ray cluster named by ``--ray-address`` / ``$RAY_ADDRESS`` cannot be reached."""
+
+
+def _probe(address: str, timeout: float = 5.0) -> None:
+    """Fail in seconds (not Ray's minutes of retries) when ``host:port`` / ``ray://host:port`` does not answer."""
+    import socket
+    from urllib.parse import urlsplit
+
+    if address == "auto":  # the cluster this machine joined last (Ray's own lookup; a stale entry is common)
+        try:
+            from ray._private.services import canonicalize_bootstrap_address
+
+            address = canonicalize_bootstrap_address("auto") or "local"
+        except Exception:  # noqa: BLE001 - no cluster found, or Ray changed its internals: ray.init says why
+            return
+    if address == "local" or "://" in address and not address.startswith("ray://"):
+        return
+    parts = urlsplit(address if "://" in address else f"tcp://{address}")
+    try:
+        host, port = parts.hostname, parts.port
+    except ValueError:
+        host, port = None, None
+    if not host or not port:
+        raise RayUnavailable(f"--ray-address {address!r}: expected HOST:PORT, ray://HOST:PORT or auto")
+    try:
+        with socket.create_connection((host, port), timeout=timeout):
+            pass
+    except OSError as e:
+        raise RayUnavailable(f"cannot reach the Ray cluster at {address} ({e}); is `ray start --head` running "
+                             f"there, and is the port open?") from None
+
+
 @contextlib.contextmanager
 def ray_session(address: str | None = None) -> Iterator[Any]:
     """Connect to the Ray cluster at ``address`` (or ``$RAY_ADDRESS``, or start a local one); reuse an open one.
@@ -159,9 +192,18 @@ def ray_session(address: str | None = None) -> Iterator[Any]:
     started = False
     if not ray.is_initialized():
         kwargs: dict[str, Any] = {"logging_level": logging.WARNING, "log_to_driver": True}
-        if not address and not os.environ.get("RAY_ADDRESS"):
+        target = address or os.environ.get("RAY_ADDRESS")
+        if not target:
             kwargs["include_dashboard"] = False
-        ray.init(address=address or None, **kwargs)
+        else:
+            _probe(target)
+        try:
+            ray.init(address=address or None, **kwargs)
+        except ConnectionError as e:
+            hint = ("" if os.environ.get("RAY_AUTH_MODE") or "Could not find any running" in str(e) else
+                    "; if the cluster uses token authentication (the default of `ray start` since Ray 2.59), "
+                    "set RAY_AUTH_MODE=token and give its token (~/.ray/auth_token or RAY_AUTH_TOKEN)")
+            raise RayUnavailable(f"cannot connect to Ray at {target or 'a local instance'}: {e}{hint}") from None
         started = True
     try:
         yield ray

@@ -19,7 +19,8 @@ ray = pytest.importorskip("ray")
 
 from clipcleaner_core import cli  # noqa: E402
 from clipcleaner_core.pipeline import EncoderConfig, scan  # noqa: E402
-from clipcleaner_core.ray_engine import _decode_batch, _EncodeActor, encoder_spec, plan_resources  # noqa: E402
+from clipcleaner_core.ray_engine import (RayUnavailable, _decode_batch, _EncodeActor, _probe,  # noqa: E402
+                                         encoder_spec, plan_resources)
 from clipcleaner_core.workspace import Workspace  # noqa: E402
 
 N_GOOD = 40
@@ -127,3 +128,20 @@ def test_actor_rebuilds_the_drivers_encoder_or_refuses(tiny_clip, small_set):
     other = dict(spec, identity={**spec["identity"], "size": spec["identity"]["size"] + 1})
     with pytest.raises(RuntimeError, match="different encoder than the driver"):
         _EncodeActor(other)
+
+
+def test_unreachable_cluster_fails_fast_with_a_message():
+    import socket
+    import time
+
+    with socket.socket() as s:  # a port nobody listens on
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    t0 = time.perf_counter()
+    for addr in (f"127.0.0.1:{port}", f"ray://127.0.0.1:{port}"):
+        with pytest.raises(RayUnavailable, match="cannot reach the Ray cluster"):
+            _probe(addr)
+    assert time.perf_counter() - t0 < 10
+    with pytest.raises(RayUnavailable, match="expected HOST:PORT"):
+        _probe("no-port-here")
+    assert issubclass(RayUnavailable, ValueError)  # the CLI reports it as a one-line error (exit 2)
