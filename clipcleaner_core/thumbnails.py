@@ -54,8 +54,8 @@ def _placeholder(size: int, text: str) -> bytes:
 
 
 def make_thumbnail(src: str | os.PathLike, size: int = DEFAULT_SIZE) -> bytes:
-    """JPEG bytes of ``src`` scaled so its longest side is ``size`` (never upscaled beyond 4x; small images such
-    as 32x32 digits are enlarged with nearest-neighbour so pixels stay crisp). Raises on undecodable images."""
+    """JPEG bytes of ``src`` scaled so its longest side is ``size`` (small images such as 32x32 digits are enlarged
+    at most 8x with nearest-neighbour, so pixels stay crisp). Raises on undecodable images."""
     import io
 
     im = load_image(src, max_pixels=_MAX_DECODE_PIXELS)

@@ -97,6 +97,7 @@ def _shot(page, name: str) -> None:
 
 def _goto(page, url: str, label: str) -> None:
     page.get_by_test_id("stSidebarNav").get_by_text(label, exact=True).click()
+    page.locator("h2", has_text=label).first.wait_for()  # the new page's own title, not the old page
     _idle(page)
 
 
