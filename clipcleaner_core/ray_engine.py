@@ -30,7 +30,7 @@ from typing import Any, Callable, Iterator, Sequence
 
 import numpy as np
 
-from .dataset import load_image
+from .dataset import limit_aspect, load_image
 from .embeddings import CHUNK, EmbeddingResult, _chunk_path, _write_atomic_npz, assemble
 from .encoders import Encoder
 
@@ -78,7 +78,7 @@ def _decode_batch(batch: dict[str, np.ndarray], preprocess: Callable) -> dict[st
     reasons: list[str] = []
     for p in batch["path"]:
         try:
-            xs.append(np.asarray(preprocess(load_image(str(p))), dtype=np.float32))
+            xs.append(np.asarray(preprocess(limit_aspect(load_image(str(p)))), dtype=np.float32))
             oks.append(True)
             reasons.append("")
         except Exception as e:  # noqa: BLE001 - any decode failure is reported, not fatal (as embed_samples)
