@@ -354,3 +354,30 @@ def test_scan_form_clip_without_weights_says_so(tmp_path, monkeypatch):
     msg = " ".join(e.value for e in at.error)
     assert "CLIP weights are not available" in msg and "--checkpoint" in msg
     assert not Workspace(tmp_path / "ws").exists()
+
+
+def test_clip_workspace_shows_zero_shot_everywhere(tiny_clip, tmp_path):
+    """A workspace scanned with a (tiny, random-weight — not real CLIP) open_clip model: the zero-shot source appears
+    in the summary, the cards, the detail view and the confusion switch, and similarities are text prototypes."""
+    from clipcleaner_core.pipeline import EncoderConfig, scan
+
+    data = _tiny_imagefolder(tmp_path / "shapes", per_class=10)
+    ws = tmp_path / "ws"
+    scan(data, ws, encoder=EncoderConfig(encoder="clip", model=tiny_clip["model"], model_config=tiny_clip["config"],
+                                         checkpoint=tiny_clip["checkpoint"], device="cpu", num_workers=0))
+    at = app(ws)
+    assert not any("Zero-shot criteria unavailable" in w.value for w in at.warning)
+    assert any("zero-shot loss" in m.value and "rejects" in m.value for m in at.markdown)
+    pills = " ".join(str(h.value) for h in at.html)
+    assert "CLIP " + tiny_clip["model"] in pills and "suggestions from: zero-shot CLIP" in pills
+    at = app(ws, "app_pages/confusion.py")
+    assert at.segmented_control(key="conf_src").options[0] == "zero-shot CLIP"
+    assert any("CLIP text prototypes" in m.value for m in [*at.markdown, *at.caption])
+    at = app(ws, "app_pages/suspects.py")
+    at.toggle(key="sus_all").set_value(True).run()
+    assert any("top-3 (zero-shot CLIP)" in c.value for c in at.caption)
+    sid = card_ids(at)[0]
+    at.button(key=f"sus_c_{sid}_d").click().run()
+    assert not at.exception
+    wide = next(d.value for d in at.dataframe if "top-1" in d.value.columns)
+    assert "zero-shot CLIP" in list(wide.index)
