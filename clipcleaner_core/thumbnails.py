@@ -3,7 +3,7 @@
 Thumbnails are written once into ``WS/cache/thumbs/<size>/<id[:2]>/<sample_id>.jpg`` (JPEG, quality 85; images
 are decoded with :func:`clipcleaner_core.dataset.load_image`, so EXIF rotation, CMYK, 16-bit and transparency are
 handled exactly as in the embedding stage). A thumbnail older than its source image is regenerated. An image that
-cannot be decoded gets a grey placeholder (PNG) with the reason printed on it, so the grid still shows the card.
+cannot be decoded gets a grey placeholder (JPEG too) with the reason printed on it, so the grid still shows the card.
 """
 from __future__ import annotations
 
@@ -49,7 +49,7 @@ def _placeholder(size: int, text: str) -> bytes:
     for i, ln in enumerate(lines[:8]):
         d.text((8, 8 + 14 * i), ln, fill=(90, 96, 110))
     buf = io.BytesIO()
-    im.save(buf, format="PNG")
+    im.save(buf, format="JPEG", quality=85)
     return buf.getvalue()
 
 
