@@ -388,7 +388,9 @@ def encoder_description(settings: dict) -> str:
     if kind == "pixels":
         return (f"pixels encoder (raw {enc.get('size', '?')}x{enc.get('size', '?')} pixels, standardised) — "
                 f"not CLIP: no zero-shot")
-    parts = [str(enc.get("model", "CLIP"))]
+    if kind != "clip":  # never call an encoder CLIP unless it is one
+        return f"{kind} encoder" + (f" ({enc['note']})" if enc.get("note") else "")
+    parts = [str(enc.get("model", "?"))]
     if enc.get("pretrained"):
         parts.append(f"pretrained={enc['pretrained']}")
     if enc.get("checkpoint"):

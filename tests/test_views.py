@@ -197,3 +197,12 @@ def test_truth_path_roundtrip(tmp_path):
     assert views.truth_path(ws) is None
     with pytest.raises(FileNotFoundError):
         views.set_truth_path(ws, tmp_path / "nope.csv")
+
+
+def test_encoder_description_only_says_clip_for_clip():
+    assert "not CLIP" in views.encoder_description({"encoder_kind": "pixels", "encoder": {"size": 16}})
+    other = views.encoder_description({"encoder_kind": "bench-synthetic", "encoder": {"note": "synthetic"}})
+    assert "CLIP" not in other and "bench-synthetic" in other
+    clip = views.encoder_description({"encoder_kind": "clip", "encoder": {"model": "ViT-B-32",
+                                                                          "pretrained": "laion2b_s34b_b79k"}})
+    assert clip == "CLIP ViT-B-32 pretrained=laion2b_s34b_b79k"
