@@ -17,8 +17,8 @@ import numpy as np
 
 ROOT = Path(__file__).resolve().parent.parent
 APP = str(ROOT / "app.py")
-PAGES = ["app_pages/home.py", "app_pages/suspects.py", "app_pages/embedding_map.py", "app_pages/confusion.py",
-         "app_pages/hard_noise.py", "app_pages/export.py"]
+PAGES = ["pages/home.py", "pages/suspects.py", "pages/embedding_map.py", "pages/confusion.py",
+         "pages/hard_noise.py", "pages/export.py"]
 
 
 def build_workspace(n: int, folder: Path, k: int = 100, seed: int = 0) -> Path:
@@ -66,17 +66,26 @@ def _peak_rss_mb() -> float:
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024.0
 
 
-def run(n: int, quick: bool = False) -> dict:
-    """Build the workspace, then time every page twice (first = cold, second = warm) and review actions."""
+def build(n: int, quick: bool = False) -> dict:
+    """Generate the workspace (its own process in the benchmark, so its RSS is not the app's)."""
+    folder = Path(tempfile.mkdtemp(prefix="cc-bench-app-"))
+    t = time.perf_counter()
+    ws = build_workspace(n, folder, k=10 if quick else 100)
+    return {"workspace": str(ws), "build_workspace_s": time.perf_counter() - t, "build_peak_rss_mb": _peak_rss_mb()}
+
+
+def run(n: int, quick: bool = False, ws: str | None = None) -> dict:
+    """Time every page of the app on workspace ``ws`` (built first when None) twice — first = cold, second =
+    warm — and the review actions."""
     os.environ.setdefault("HF_HUB_OFFLINE", "1")
     from streamlit.testing.v1 import AppTest
 
     from clipcleaner_core.decisions import ReviewStore
 
-    folder = Path(tempfile.mkdtemp(prefix="cc-bench-app-"))
-    t = time.perf_counter()
-    ws = build_workspace(n, folder, k=10 if quick else 100)
-    build_s = time.perf_counter() - t
+    build_s = None
+    if ws is None:
+        b = build(n, quick)
+        ws, build_s = b["workspace"], b["build_workspace_s"]
 
     def session():
         at = AppTest.from_file(APP, default_timeout=600)
@@ -113,7 +122,7 @@ def run(n: int, quick: bool = False) -> dict:
         store.current()
         actions["ReviewStore.current (all decisions)"] = time.perf_counter() - t
     # the same action through the app: click "exclude" on the first card of the suspects grid and rerun
-    at.switch_page("app_pages/suspects.py").run()
+    at.switch_page("pages/suspects.py").run()
     keys = [b.key for b in at.button if b.key and b.key.startswith("sus_c_") and b.key.endswith("_x")]
     if keys:
         t = time.perf_counter()

@@ -171,6 +171,17 @@ def w_score(args: dict) -> dict:
     if args.get("knn_method"):
         timed_nn = detectors.nearest_neighbors
         detectors.nearest_neighbors = lambda *a, **kw: timed_nn(*a, method=args["knn_method"], **kw)
+    import clipcleaner_core.scoring as sc
+
+    iters: list[int] = []
+    fit = sc.MultinomialLR.fit
+
+    def counted_fit(self, *a, **kw):
+        r = fit(self, *a, **kw)
+        iters.append(self.n_iter_)
+        return r
+
+    sc.MultinomialLR.fit = counted_fit
     base_rss = peak_rss_mb()
     t = _timer()
     det = detectors.detect(s.features, s.y, s.classes, ScoreConfig(), s.text_features, s.text_class)
@@ -178,6 +189,7 @@ def w_score(args: dict) -> dict:
     noisy = s.y != s.y_true
     flag = det.table["flagged"].to_numpy()
     out = {"n": len(s.y), "k": len(s.classes), "seconds": wall, "cpu_seconds": cpu, "stages": stages,
+           "lbfgs_iterations_per_fold": iters,
            "peak_rss_mb": peak_rss_mb(), "rss_after_data_mb": base_rss,
            "precision": float((flag & noisy).sum() / max(flag.sum(), 1)),
            "recall": float((flag & noisy).sum() / max(noisy.sum(), 1))}
@@ -274,10 +286,16 @@ def w_app(args: dict) -> dict:
     """bench/app_bench.py in its own process (its peak RSS is the app server's: AppTest runs in-process)."""
     from bench import app_bench
 
-    return app_bench.run(int(args["n"]), quick=bool(args.get("quick")))
+    return app_bench.run(int(args["n"]), quick=bool(args.get("quick")), ws=args.get("ws"))
 
 
-WORKERS = {"app": w_app, "embed": w_embed, "scan_memory": w_scan_memory, "score": w_score, "gemm": w_gemm,
+def w_app_build(args: dict) -> dict:
+    from bench import app_bench
+
+    return app_bench.build(int(args["n"]), quick=bool(args.get("quick")))
+
+
+WORKERS = {"app": w_app, "app_build": w_app_build, "embed": w_embed, "scan_memory": w_scan_memory, "score": w_score, "gemm": w_gemm,
            "layout": w_layout, "layout_reload": w_layout_reload}
 
 

@@ -10,7 +10,7 @@ import warnings
 from dataclasses import dataclass, field
 
 import numpy as np
-from scipy.special import logsumexp, softmax
+from scipy.special import softmax
 
 MIN_GMM_SAMPLES = 8  # a class with fewer loss scores than this keeps all of them (the GMM abstains)
 EPS = 1e-12
@@ -24,16 +24,21 @@ def zero_shot_probs(image_features: np.ndarray, text_features: np.ndarray, text_
     ``image_features`` (N, D) and ``text_features`` (M, D) unit-norm; ``text_class`` (M,) the class of each
     prompt. Computed in log space (log-sum-exp) so T = 0.07 never overflows. A class with no prompt gets 0.
     """
-    f = np.asarray(image_features, dtype=np.float64)
     t = np.asarray(text_features, dtype=np.float64)
     owner = np.asarray(text_class, dtype=np.int64)
-    logits = (f @ t.T) / temperature  # (N, M)
-    log_s = np.full((len(f), n_classes), -np.inf)
-    for k in range(n_classes):
-        m = owner == k
-        if m.any():
-            log_s[:, k] = logsumexp(logits[:, m], axis=1)
-    return softmax(log_s, axis=1)
+    member = np.zeros((len(t), n_classes))
+    member[np.arange(len(t)), owner] = 1.0  # (M, K) prompt → class
+    out = np.empty((len(image_features), n_classes))
+    for s in range(0, len(out), 65536):  # row blocks: memory O(block · M)
+        f = np.asarray(image_features[s:s + 65536], dtype=np.float64)
+        logits = (f @ t.T) / temperature  # (b, M)
+        # log-sum-exp per class with one shift per row: logits span at most 2/T, so exp(logit - row max)
+        # >= exp(-2/T) (~4e-13 at T = 0.07) never underflows in float64 and the per-class sums stay exact
+        shift = logits.max(axis=1, keepdims=True)
+        with np.errstate(divide="ignore"):
+            log_s = np.log(np.exp(logits - shift) @ member) + shift  # a class with no prompt: log 0 = -inf
+        out[s:s + 65536] = softmax(log_s, axis=1)
+    return out
 
 
 def _balanced_sample_weights(y_idx: np.ndarray, n_present: int) -> np.ndarray:
@@ -55,11 +60,14 @@ class MultinomialLR:
 
     The same objective as scikit-learn's ``LogisticRegression(C, class_weight="balanced")`` with the lbfgs
     solver for three or more classes — (1/n) Σ_i w_{y_i} · CE_i + ||W||² / (2 C n), w the balanced class
-    weights (they sum to n) — minimised with the same optimiser (scipy L-BFGS-B, same ``gtol``/``ftol``),
-    but with the loss and gradient computed in float32 with BLAS matmuls (scikit-learn upcasts float32
-    features to float64 on every evaluation, which made it ~3× slower here), and with an optional warm start
-    ``init=(W, b)``. The objective is strictly convex, so the optimum does not depend on the start; a warm
-    start only shortens the path (agreement with scikit-learn: ``tests/test_fast_paths.py``).
+    weights (they sum to n) — minimised with the same optimiser (scipy L-BFGS-B, ``gtol`` = ``tol`` = 1e-4 as
+    scikit-learn's default), but: the loss and gradient are computed in float32 with BLAS matmuls
+    (scikit-learn works in float64 and re-casts float32 features on every evaluation); the features are
+    centred first, an exact reparametrisation with an unpenalised intercept that conditions the problem
+    better; and ``init=(coef, intercept)`` warm-starts it. The objective is strictly convex, so the optimum
+    does not depend on the start; a warm start only shortens the path. Measured: 1.5–6× faster than
+    scikit-learn on the benchmark, and at least as close to the exact optimum as scikit-learn at its default
+    tolerance (``tests/test_fast_paths.py``).
 
     ``fit(x (N, D), y (N,) labels)``; ``predict_proba(x) -> (N, n_classes_present)`` over ``classes_``;
     ``coef_`` (K, D) float32, ``intercept_`` (K,), ``n_iter_``.

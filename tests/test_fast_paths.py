@@ -138,3 +138,26 @@ def test_knn_tiny_inputs():
         assert np.all(idx != np.arange(3)[:, None])
     idx, sim = nearest_neighbors(x[:1], 10)
     assert idx.shape == (1, 0)
+
+
+@pytest.mark.parametrize("temperature", [0.07, 0.01, 1.0])
+def test_zero_shot_vectorised_matches_per_class_logsumexp(temperature):
+    from scipy.special import logsumexp, softmax
+
+    from clipcleaner_core.scoring import zero_shot_probs
+
+    rng = np.random.default_rng(11)
+    f = rng.standard_normal((300, 16))
+    f /= np.linalg.norm(f, axis=1, keepdims=True)
+    t = rng.standard_normal((25, 16))
+    t /= np.linalg.norm(t, axis=1, keepdims=True)
+    owner = rng.integers(0, 9, 25)
+    owner[owner == 3] = 2  # class 3 has no prompt
+    logits = f @ t.T / temperature
+    log_s = np.full((300, 9), -np.inf)
+    for k in range(9):
+        if (owner == k).any():
+            log_s[:, k] = logsumexp(logits[:, owner == k], axis=1)
+    p = zero_shot_probs(f, t, owner, 9, temperature)
+    assert np.abs(p - softmax(log_s, axis=1)).max() < 1e-12
+    assert np.all(p[:, 3] == 0)
