@@ -1,8 +1,9 @@
 """clipcleaner review app: `streamlit run app.py` (or `clipcleaner app [WORKSPACE]`), served on 127.0.0.1.
 
 Entry point: page config, sidebar (workspace, reviewer) and navigation (``st.navigation``). The pages live in
-``app_pages/`` — deliberately not ``pages/``: Streamlit runs a ``pages/`` folder in its legacy multipage mode when the
-first request of a fresh server is a page URL, which would skip this entry point. Pages draw; the core
+``pages/``. Streamlit would run a ``pages/`` folder in its legacy multipage mode when the first request of a fresh
+server is a page URL (skipping this entry point); every page therefore starts with ``_ui.ensure_entrypoint()``,
+which sends such a request through this file first. Pages draw; the core
 (``clipcleaner_core``) computes. The workspace to open comes from the Home page, else the last one
 opened on this server, else the ``CLIPCLEANER_WORKSPACE`` environment variable (set by ``clipcleaner app WS``).
 """
@@ -18,7 +19,7 @@ if str(HERE) not in sys.path:
     sys.path.insert(0, str(HERE))
 
 from clipcleaner_core import views  # noqa: E402
-from app_pages import _ui  # noqa: E402
+from pages import _ui  # noqa: E402
 
 st.set_page_config(page_title="clipcleaner — label review", page_icon=str(HERE / "assets" / "icon.svg"),
                    layout="wide", initial_sidebar_state="expanded")
@@ -32,6 +33,8 @@ with st.sidebar:
         st.markdown(f"**Workspace** `{ctx.ws.path.name}`")
         st.caption(f"{len(ctx.scores):,} samples · {len(ctx.classes)} classes · "
                    f"{int(ctx.scores['flagged'].sum()):,} flagged  \n{views.encoder_description(s)}")
+        st.caption(f"Decisions saved to `{ctx.store().path or ctx.store().url}`",
+                   help="Set a shared PostgreSQL database with `clipcleaner db use WS URL` or $CLIPCLEANER_DB_URL.")
     else:
         st.caption("No workspace open yet.")
     if "reviewer" not in st.session_state:
@@ -39,17 +42,22 @@ with st.sidebar:
     st.text_input("Reviewer name", key="reviewer", help="Stored with every decision (audit trail, undo).",
                   on_change=lambda: _ui._server_memory().__setitem__("reviewer", st.session_state["reviewer"]))
 
-pages = {
-    "": [st.Page("app_pages/home.py", title="Home", icon=":material/home:", default=True)],
+nav_pages = {
+    "": [st.Page("pages/home.py", title="Home", icon=":material/home:", default=True)],
     "Review": [
-        st.Page("app_pages/suspects.py", title="Suspects", icon=":material/grid_view:"),
-        st.Page("app_pages/embedding_map.py", title="Embedding map", icon=":material/scatter_plot:"),
-        st.Page("app_pages/confusion.py", title="Class confusion", icon=":material/grid_on:"),
-        st.Page("app_pages/hard_noise.py", title="Hard noise", icon=":material/compare:"),
+        st.Page("pages/suspects.py", title="Suspects", icon=":material/grid_view:"),
+        st.Page("pages/embedding_map.py", title="Embedding map", icon=":material/scatter_plot:"),
+        st.Page("pages/confusion.py", title="Class confusion", icon=":material/grid_on:"),
+        st.Page("pages/hard_noise.py", title="Hard noise", icon=":material/compare:"),
     ],
-    "Finish": [st.Page("app_pages/export.py", title="Export", icon=":material/download:")],
+    "Finish": [st.Page("pages/export.py", title="Export", icon=":material/download:")],
 }
 if ctx is not None and views.truth_path(ctx.ws) is not None:
-    pages["Finish"].append(st.Page("app_pages/evaluation.py", title="Evaluation", icon=":material/analytics:"))
+    nav_pages["Finish"].append(st.Page("pages/evaluation.py", title="Evaluation", icon=":material/analytics:"))
 
-st.navigation(pages, position="sidebar", expanded=True).run()
+st.session_state[_ui.ENTRY_FLAG] = True
+page = st.navigation(nav_pages, position="sidebar", expanded=True)
+wanted = st.session_state.pop(_ui.WANTED_PAGE, None)
+if wanted and any(p.url_path and wanted.endswith(f"{p.url_path}.py") for ps in nav_pages.values() for p in ps):
+    st.switch_page(wanted)
+page.run()

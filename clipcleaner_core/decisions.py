@@ -695,6 +695,13 @@ class ReviewStore:
         out.update({a: int(n) for a, n in rows})
         return out
 
+    def version(self) -> tuple[int, int]:
+        """(highest event id, number of events): changes with every write, undo included. A cheap stamp for
+        caches of :meth:`current` that must notice other processes' (other reviewers') writes."""
+        e = events_table.c
+        row = self._read(lambda conn: conn.execute(sa.select(sa.func.max(e.id), sa.func.count())).one())
+        return int(row[0] or 0), int(row[1] or 0)
+
     def orphans(self, known_sample_ids: Iterable[str]) -> "pd.DataFrame":
         """Decisions whose sample_id is not among ``known_sample_ids`` (e.g. the current scan).
 

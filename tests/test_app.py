@@ -94,20 +94,20 @@ def test_home_without_workspace_offers_demo_scan_and_open(ws_path):
 
 
 def test_every_page_renders(ws_path):
-    for page in ["app_pages/suspects.py", "app_pages/embedding_map.py", "app_pages/confusion.py",
-                 "app_pages/hard_noise.py", "app_pages/export.py", "app_pages/evaluation.py"]:
+    for page in ["pages/suspects.py", "pages/embedding_map.py", "pages/confusion.py",
+                 "pages/hard_noise.py", "pages/export.py", "pages/evaluation.py"]:
         at = app(ws_path, page)
         assert not at.error, (page, [e.value for e in at.error])
 
 
 def test_pages_without_workspace_show_empty_state():
-    at = app(None, "app_pages/suspects.py")
+    at = app(None, "pages/suspects.py")
     assert any("No workspace is open" in i.value for i in at.info)
 
 
 def test_card_actions_store_decisions_and_undo(fresh_ws):
     ws = fresh_ws
-    at = app(ws, "app_pages/suspects.py")
+    at = app(ws, "pages/suspects.py")
     s = scores(ws).set_index("sample_id")
     ids = card_ids(at)
     assert len(ids) == 12
@@ -136,14 +136,14 @@ def test_card_actions_store_decisions_and_undo(fresh_ws):
     at.button(key="sus_undo").click().run()
     assert c not in decisions(ws).index
     # reload (a new session) shows the same state
-    at2 = app(ws, "app_pages/suspects.py")
+    at2 = app(ws, "pages/suspects.py")
     at2.selectbox(key="sus_status").set_value("decided").run()
     assert set(card_ids(at2)) == {a, b}
 
 
 def test_keyboard_focus_actions_and_bulk_page_undo(fresh_ws):
     ws = fresh_ws
-    at = app(ws, "app_pages/suspects.py")
+    at = app(ws, "pages/suspects.py")
     ids = card_ids(at)
     assert at.button(key="sus_fa").proto.shortcut.lower() == "a"
     at.button(key="sus_fa").click().run()  # keep the focused (first) card
@@ -168,7 +168,7 @@ def test_keyboard_focus_actions_and_bulk_page_undo(fresh_ws):
 def test_filters_filter(fresh_ws):
     ws = fresh_ws
     s = scores(ws)
-    at = app(ws, "app_pages/suspects.py")
+    at = app(ws, "pages/suspects.py")
     at.multiselect(key="sus_given").set_value(["three"]).run()
     ids = card_ids(at)
     sidx = s.set_index("sample_id")
@@ -190,7 +190,7 @@ def test_filters_filter(fresh_ws):
 
 
 def test_detail_view_shows_neighbours(fresh_ws):
-    at = app(fresh_ws, "app_pages/suspects.py")
+    at = app(fresh_ws, "pages/suspects.py")
     sid = card_ids(at)[0]
     n_img = len(at.image)
     at.button(key=f"sus_c_{sid}_d").click().run()
@@ -203,7 +203,7 @@ def test_detail_view_shows_neighbours(fresh_ws):
 
 def test_embedding_map_selection_grid_and_actions(fresh_ws):
     ws = fresh_ws
-    at = app(ws, "app_pages/embedding_map.py")
+    at = app(ws, "pages/embedding_map.py")
     assert not (Path(ws) / "cache" / "layout_umap.npy").exists()  # PCA only, no UMAP in tests
     assert (Path(ws) / "cache" / "layout_pca.npy").exists()
     assert any("Draw a lasso" in i.value for i in at.info)
@@ -222,7 +222,7 @@ def test_embedding_map_selection_grid_and_actions(fresh_ws):
 
 def test_confusion_cell_opens_its_samples(fresh_ws):
     ws = fresh_ws
-    at = app(ws, "app_pages/confusion.py")
+    at = app(ws, "pages/confusion.py")
     assert any("Click a cell" in i.value for i in at.info)
     classes = Workspace(ws).classes()
     g, p = classes.index("one"), classes.index("eight")
@@ -241,7 +241,7 @@ def test_confusion_cell_opens_its_samples(fresh_ws):
 
 
 def test_hard_noise_counts_caught_flips_with_small_loss_baseline(fresh_ws):
-    at = app(fresh_ws, "app_pages/hard_noise.py")
+    at = app(fresh_ws, "pages/hard_noise.py")
     tables = [d.value for d in at.dataframe]
     catch = next(t for t in tables if "hard_caught" in t.columns)
     dets = list(catch["detector"])
@@ -262,7 +262,7 @@ def test_export_matches_decisions(fresh_ws):
     with ReviewStore.for_workspace(ws, reviewer="ann") as store:
         store.record(relabel_id, "relabel", "seven")
         store.record(exclude_id, "exclude")
-    at = app(ws, "app_pages/export.py")
+    at = app(ws, "pages/export.py")
     labels = {m.label: m.value for m in at.metric}
     assert labels["Relabelled"] == "1" and labels["Excluded"] == "1"
     at.button(key="ex_save").click().run()
@@ -285,7 +285,7 @@ def test_export_matches_decisions(fresh_ws):
 
 
 def test_export_imagefolder(fresh_ws, tmp_path):
-    at = app(fresh_ws, "app_pages/export.py")
+    at = app(fresh_ws, "pages/export.py")
     at.text_input(key="ex_if_dir").set_value(str(tmp_path / "clean")).run()
     at.button(key="ex_if_go").click().run()
     assert any("Wrote 1,797 images" in m.value for m in at.success)
@@ -293,7 +293,7 @@ def test_export_imagefolder(fresh_ws, tmp_path):
 
 
 def test_evaluation_metrics(fresh_ws):
-    at = app(fresh_ws, "app_pages/evaluation.py")
+    at = app(fresh_ws, "pages/evaluation.py")
     tab = at.dataframe[0].value
     assert {"ensemble (default)", "cleanlab", "k-NN agreement"} <= set(tab["detector"])
     assert (tab["auroc"] > 0.5).all() and (tab["precision"] <= 1).all()
@@ -370,10 +370,10 @@ def test_clip_workspace_shows_zero_shot_everywhere(tiny_clip, tmp_path):
     assert any("zero-shot loss" in m.value and "rejects" in m.value for m in at.markdown)
     pills = " ".join(str(h.value) for h in at.html)
     assert "CLIP " + tiny_clip["model"] in pills and "suggestions from: zero-shot CLIP" in pills
-    at = app(ws, "app_pages/confusion.py")
+    at = app(ws, "pages/confusion.py")
     assert at.segmented_control(key="conf_src").options[0] == "zero-shot CLIP"
     assert any("CLIP text prototypes" in m.value for m in [*at.markdown, *at.caption])
-    at = app(ws, "app_pages/suspects.py")
+    at = app(ws, "pages/suspects.py")
     at.toggle(key="sus_all").set_value(True).run()
     assert any("top-3 (zero-shot CLIP)" in c.value for c in at.caption)
     sid = card_ids(at)[0]

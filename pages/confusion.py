@@ -7,7 +7,9 @@ import streamlit as st
 
 from clipcleaner_core import views
 from clipcleaner_core.detectors import SOURCE_TITLES
-from app_pages import _ui
+from pages import _ui
+
+_ui.ensure_entrypoint(__file__)
 
 ctx = _ui.require_ctx()
 _ui.page_header("Class confusion", "Rows: the given label. Columns: the class a model predicts. Off-diagonal cells "

@@ -9,7 +9,9 @@ import streamlit as st
 
 from clipcleaner_core import views
 from clipcleaner_core.evaluate import truth_labels
-from app_pages import _ui
+from pages import _ui
+
+_ui.ensure_entrypoint(__file__)
 
 SMALL_LOSS_AUTO = 20_000
 """Above this many samples the small-loss baseline (a logistic regression fit) is trained only on request."""

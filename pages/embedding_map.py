@@ -7,7 +7,9 @@ import plotly.graph_objects as go
 import streamlit as st
 
 from clipcleaner_core import layout, views
-from app_pages import _ui
+from pages import _ui
+
+_ui.ensure_entrypoint(__file__)
 
 ctx = _ui.require_ctx()
 _ui.page_header("Embedding map", "Each dot is an image, placed by the similarity of its embedding. Mislabelled "

@@ -11,7 +11,9 @@ import streamlit as st
 
 from clipcleaner_core import views
 from clipcleaner_core.workspace import Workspace
-from app_pages import _ui
+from pages import _ui
+
+_ui.ensure_entrypoint(__file__)
 
 ctx = _ui.load_ctx()
 
@@ -213,9 +215,9 @@ with st.expander(f"Unusable files ({len(probs):,})", expanded=0 < len(probs) <= 
 
 st.markdown("#### Next")
 n1, n2, n3 = st.columns(3)
-n1.page_link("app_pages/suspects.py", label="Review the suspects", icon=":material/grid_view:")
-n2.page_link("app_pages/embedding_map.py", label="Explore the embedding map", icon=":material/scatter_plot:")
-n3.page_link("app_pages/export.py", label="Export the cleaned CSV", icon=":material/download:")
+n1.page_link("pages/suspects.py", label="Review the suspects", icon=":material/grid_view:")
+n2.page_link("pages/embedding_map.py", label="Explore the embedding map", icon=":material/scatter_plot:")
+n3.page_link("pages/export.py", label="Export the cleaned CSV", icon=":material/download:")
 
 with st.expander("Open another workspace, scan a dataset or build the demo", icon=":material/swap_horiz:"):
     start_panel()

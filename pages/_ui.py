@@ -17,7 +17,7 @@ import pandas as pd
 import streamlit as st
 
 from clipcleaner_core import thumbnails, views
-from clipcleaner_core.decisions import ReviewStore
+from clipcleaner_core.decisions import ReviewStore, open_store, resolve_store_url
 from clipcleaner_core.detectors import SOURCE_TITLES
 from clipcleaner_core.workspace import Workspace
 
@@ -95,13 +95,13 @@ def _array(path: str, name: str, stamp: int) -> np.ndarray | None:
 
 
 @st.cache_resource(max_entries=8, show_spinner=False)
-def _store(path: str) -> ReviewStore:
-    return ReviewStore.for_workspace(path)
+def _store(path: str, url: str) -> ReviewStore:
+    return open_store(path, url=url)
 
 
 @st.cache_data(max_entries=64, show_spinner=False)
 def _decisions(path: str, stamp: tuple) -> pd.DataFrame:
-    return _store(path).current()
+    return _store(path, stamp[0]).current()
 
 
 @dataclass
@@ -124,19 +124,15 @@ class Ctx:
         return _array(self.path, name, _mtime(self.ws.path / f"{name}.npy"))
 
     def store(self) -> ReviewStore:
-        return _store(self.path)
+        """The review store on the database this workspace uses (its review.sqlite, or a shared PostgreSQL
+        database set with `clipcleaner db use` / $CLIPCLEANER_DB_URL)."""
+        return _store(self.path, resolve_store_url(self.path)[0])
 
     def decisions_stamp(self) -> tuple:
-        db = self.ws.review_db
-        wal = db.with_name(db.name + "-wal")
-        parts = []
-        for p in (db, wal):
-            try:
-                s = p.stat()
-                parts += [s.st_mtime_ns, s.st_size]
-            except OSError:
-                parts += [0, 0]
-        return (*parts, st.session_state.get("_gen", 0))
+        """(database URL, store version, generation): changes with every write by anybody, so other reviewers'
+        decisions show on the next rerun without re-reading the decisions on every click."""
+        url = resolve_store_url(self.path)[0]
+        return (url, *_store(self.path, url).version(), st.session_state.get("_gen", 0))
 
     def decisions(self) -> pd.DataFrame:
         return _decisions(self.path, self.decisions_stamp())
@@ -161,6 +157,21 @@ def load_ctx() -> Ctx | None:
     return Ctx(ws=ws, settings=ws.settings(), scores=_scores(p, _mtime(ws.scores_path)), classes=ws.classes())
 
 
+ENTRY_FLAG = "_cc_entrypoint_ran"
+
+
+WANTED_PAGE = "_cc_wanted_page"
+
+
+def ensure_entrypoint(page_file: str) -> None:
+    """Send a page request that did not come through ``app.py`` (Streamlit's legacy ``pages/`` mode on the first
+    request of a fresh server) through the entry point, which sets up the sidebar and navigation and then opens
+    ``page_file`` (the calling page's ``__file__``)."""
+    if not st.session_state.get(ENTRY_FLAG):
+        st.session_state[WANTED_PAGE] = f"pages/{Path(page_file).name}"
+        st.switch_page("app.py")
+
+
 def require_ctx() -> Ctx:
     """The open workspace; otherwise an empty state pointing at the Home page, and stop the page."""
     ctx = load_ctx()
@@ -170,7 +181,7 @@ def require_ctx() -> Ctx:
             st.warning(f"`{p}` is not a scanned workspace (no workspace.json / scores.parquet).")
         st.info("No workspace is open. Go to **Home** to open a workspace, scan a dataset, or build the offline "
                 "demo in one click.", icon=":material/folder_open:")
-        st.page_link("app_pages/home.py", label="Go to Home", icon=":material/home:")
+        st.page_link("pages/home.py", label="Go to Home", icon=":material/home:")
         st.stop()
     return ctx
 

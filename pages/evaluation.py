@@ -7,7 +7,9 @@ import plotly.graph_objects as go
 import streamlit as st
 
 from clipcleaner_core import evaluate, views
-from app_pages import _ui
+from pages import _ui
+
+_ui.ensure_entrypoint(__file__)
 
 ctx = _ui.require_ctx()
 _ui.page_header("Evaluation", "How well each detector finds the truly mislabelled samples, measured against the "

@@ -4,7 +4,9 @@ from __future__ import annotations
 import streamlit as st
 
 from clipcleaner_core import views
-from app_pages import _ui
+from pages import _ui
+
+_ui.ensure_entrypoint(__file__)
 
 ctx = _ui.require_ctx()
 _ui.page_header("Suspects", "Flagged samples, most suspicious first (noise score). Decide per card, per page, or "

@@ -7,7 +7,9 @@ from pathlib import Path
 import streamlit as st
 
 from clipcleaner_core import export, views
-from app_pages import _ui
+from pages import _ui
+
+_ui.ensure_entrypoint(__file__)
 
 ctx = _ui.require_ctx()
 _ui.page_header("Export", "Apply your decisions and download the cleaned label table. Source images are never "
