@@ -4,7 +4,6 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import subprocess
 import sys
 from pathlib import Path
 
@@ -281,7 +280,13 @@ def cmd_app(a: argparse.Namespace) -> int:
            "--server.port", str(a.port), "--browser.gatherUsageStats", "false"]
     if a.headless:
         cmd += ["--server.headless", "true"]
-    return subprocess.call(cmd, env=env, cwd=str(app.parent))
+    if not app.is_file():
+        raise FileNotFoundError(f"{app}: the app ships with the source checkout; install it with "
+                                f"`pip install -e .` from a clone (see README)")
+    print(f"clipcleaner app: http://{a.address}:{a.port}", file=sys.stderr)
+    os.chdir(app.parent)  # Streamlit reads .streamlit/config.toml from the working folder
+    os.execve(sys.executable, cmd, env)  # become the server: Ctrl-C / SIGTERM stop it, no orphan child
+    return 0  # not reached
 
 
 def _add_score_args(p: argparse.ArgumentParser) -> None:

@@ -18,8 +18,8 @@ import numpy as np
 import pandas as pd
 
 from . import __version__
-from .dataset import STATUS_UNREADABLE, Dataset, load_dataset
-from .detectors import Detection, ScoreConfig, detect
+from .dataset import STATUS_UNREADABLE, load_dataset
+from .detectors import ScoreConfig, detect
 from .embeddings import embed_samples, embedding_key
 from .encoders import Encoder, make_encoder
 from .noise import centroid_similarity
