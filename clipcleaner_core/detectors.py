@@ -86,7 +86,7 @@ def detect(features: np.ndarray, y: np.ndarray, classes: list[str], config: Scor
     if text_features is not None and len(text_features):
         probs["zs"] = zero_shot_probs(x, text_features, np.asarray(text_class), k, config.temperature)
     probs["probe"] = probe_probs(x, y, k, mode=config.probe, n_folds=config.folds, C=config.C, seed=config.seed)
-    nn_idx, nn_sim = nearest_neighbors(x, config.knn_k, seed=config.seed)
+    nn_idx, nn_sim = nearest_neighbors(x, effective_k(y, config.knn_k), seed=config.seed)
     probs["knn"] = knn_probs(nn_idx, y, k)
     p_cv = probs["probe"] if config.probe == "cv" else probe_probs(x, y, k, "cv", config.folds, config.C, seed=config.seed)
 
@@ -148,8 +148,19 @@ def detect(features: np.ndarray, y: np.ndarray, classes: list[str], config: Scor
         "flag_counts": {m: int(f.sum()) for m, f in flags.items()},
         "criterion_rejects": {c: int((~sel.kept[c]).sum()) for c in sel.criteria},
         "fallback_added": int(sel.fallback.sum()),
+        "knn_k": int(nn_idx.shape[1]),
     }
     return Detection(table=t, probs=probs, neighbors=nn_idx, neighbor_sims=nn_sim, criteria=sel.criteria, info=info)
+
+
+def effective_k(y: np.ndarray, k: int) -> int:
+    """Neighbours to use: ``k``, but fewer than a typical class holds (median class size − 1, at least 1), so that
+    on a tiny dataset a sample's own class can still be the majority of its neighbours."""
+    counts = np.bincount(np.asarray(y, dtype=np.int64))
+    present = counts[counts > 0]
+    if len(present) == 0:
+        return int(k)
+    return int(max(1, min(k, int(np.median(present)) - 1)))
 
 
 def explain(t: pd.DataFrame, criteria: list[str]) -> list[str]:

@@ -206,3 +206,16 @@ def test_knn_baseline_by_hand():
     assert score[2] == 1.0
     p = knn_probs(idx, y, 2)
     np.testing.assert_allclose(p.sum(1), 1.0)
+
+
+def test_knn_uses_fewer_neighbours_than_a_typical_class():
+    from clipcleaner_core.detectors import ScoreConfig, detect, effective_k
+
+    assert effective_k(np.repeat(np.arange(3), 3), 10) == 2
+    assert effective_k(np.repeat(np.arange(10), 180), 10) == 10
+    rng = np.random.default_rng(0)
+    centers = np.eye(3, 6) * 5
+    x = np.concatenate([centers[c] + 0.3 * rng.normal(size=(3, 6)) for c in range(3)])
+    x /= np.linalg.norm(x, axis=1, keepdims=True)
+    det = detect(x, np.repeat(np.arange(3), 3), ["a", "b", "c"], ScoreConfig(method="knn"))
+    assert not det.table["knn_flag"].any()  # 9 clean samples in 3 tight classes: nothing to flag
