@@ -34,13 +34,13 @@ ROOT = Path(__file__).resolve().parent.parent
 ALL_SECTIONS = ("embed", "score", "layout", "app", "memory")
 
 
-def run_worker(name: str, args: dict, timeout: float = 3600) -> dict:
+def run_worker(name: str, args: dict, timeout: float = 3600, env: dict | None = None) -> dict:
     """Run ``bench.workers`` ``name`` in a fresh interpreter; returns its JSON result (raises on failure)."""
     fd, path = tempfile.mkstemp(prefix="cc-bench-args-", suffix=".json")
     with os.fdopen(fd, "w", encoding="utf-8") as f:
         json.dump(args, f)
     env = {**os.environ, "PYTHONPATH": str(ROOT) + os.pathsep + os.environ.get("PYTHONPATH", ""),
-           "HF_HUB_OFFLINE": "1", "TOKENIZERS_PARALLELISM": "false"}
+           "HF_HUB_OFFLINE": "1", "TOKENIZERS_PARALLELISM": "false", **(env or {})}
     try:
         p = subprocess.run([sys.executable, "-m", "bench.workers", name, "@" + path], cwd=ROOT, env=env,
                            capture_output=True, text=True, timeout=timeout)
@@ -172,6 +172,13 @@ def section_layout(rep: Report, quick: bool, n: int) -> None:
                 f"import umap {r['umap_import_s']:.1f}s")
         rep.add("layout", f"UMAP fit N={n:,} (after JIT)", r["umap_fit_s"], "s", "", None,
                 "n_jobs=1, deterministic")
+    if not quick:  # does numba's on-disk cache take the JIT out of a restarted process? (two fresh processes)
+        cache = tempfile.mkdtemp(prefix="cc-bench-numba-")
+        j1 = run_worker("layout", {"n": 2000, "umap": True}, env={"NUMBA_CACHE_DIR": cache})
+        j2 = run_worker("layout", {"n": 2000, "umap": True}, env={"NUMBA_CACHE_DIR": cache})
+        rep.raw["layout_numba_cache"] = [j1, j2]
+        rep.add("layout", "UMAP JIT, 2nd process with NUMBA_CACHE_DIR", j2["umap_jit_s"], "s", "", None,
+                f"1st process {j1['umap_jit_s']:.1f}s (cold cache)")
     rl = run_worker("layout_reload", {"ws": r["ws"]})
     rep.raw["layout_reload"] = rl
     ok = bool(rl["pca_hit"] and (rl["umap_hit"] or "umap_fit_s" not in r) and rl["reload_s"] < 1.0)
@@ -205,6 +212,8 @@ def section_app(rep: Report, quick: bool, n: int) -> None:
     rep.raw["app"] = {**r, **b}
     rep.add("app", f"generate workspace N={r['n']:,} (rescore, not the app)", b["build_workspace_s"], "s", "", None,
             f"peak RSS {b['build_peak_rss_mb']:.0f} MiB")
+    rep.add("app", f"first load of a session (home), N={r['n']:,}", r["first_load_s"], "s", "", None,
+            "reads the workspace into the server's caches")
     for page, secs in r["pages"].items():
         rep.add("app", f"render {page.split('/')[-1]} (warm), N={r['n']:,}", secs, "s", "<= 1 s", secs <= 1.0,
                 f"first render {r['pages_cold'].get(page, float('nan')):.2f}s")
