@@ -202,6 +202,17 @@ def w_score(args: dict) -> dict:
         b[np.arange(len(q)), q] = -np.inf
         ti, _ = _topk_rows(b, det.neighbors.shape[1])
         out["knn_recall"] = float(np.mean([len(set(a) & set(c)) / len(c) for a, c in zip(det.neighbors[q], ti)]))
+
+        def votes_flag(nb: np.ndarray) -> tuple[np.ndarray, np.ndarray]:  # as baselines.knn_flags, for rows q
+            v = np.zeros((len(q), len(s.classes)))
+            np.add.at(v, (np.repeat(np.arange(len(q)), nb.shape[1]), s.y[nb].ravel()), 1.0)
+            own = v[np.arange(len(q)), s.y[q]]
+            return v.max(axis=1) > own, own / nb.shape[1]
+
+        fa, aa = votes_flag(det.neighbors[q])
+        fe, ae = votes_flag(ti)
+        out["knn_flag_agreement"] = float((fa == fe).mean())
+        out["knn_agreement_mae"] = float(np.abs(aa - ae).mean())
     return out
 
 
