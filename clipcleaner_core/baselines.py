@@ -85,11 +85,16 @@ def _approx_neighbors(x: np.ndarray, k: int, seed: int, n_probe: int = 6) -> tup
         near = np.argsort(-csim[c], kind="stable")
         take = int(np.searchsorted(np.cumsum(sizes[near]), min(want, n))) + 1
         cand = np.concatenate([order[starts[j]:starts[j + 1]] for j in near[:take]])
-        block = x[q] @ x[cand].T
-        block[cand[None, :] == q[:, None]] = -np.inf  # exclude self
-        top, val = _topk_rows(block, min(k, len(cand) - 1))
-        idx[q, :top.shape[1]] = cand[top]
-        sim[q, :top.shape[1]] = val
+        xc = x[cand]
+        kk = min(k, len(cand) - 1)
+        step = max(1, (1 << 24) // len(cand))  # ≤ 16M similarities at once, even for a huge cell (duplicates)
+        for a in range(0, len(q), step):
+            qq = q[a:a + step]
+            block = x[qq] @ xc.T
+            block[cand[None, :] == qq[:, None]] = -np.inf  # exclude self
+            top, val = _topk_rows(block, kk)
+            idx[qq, :kk] = cand[top]
+            sim[qq, :kk] = val
     return idx, sim
 
 

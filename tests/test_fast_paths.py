@@ -161,3 +161,14 @@ def test_zero_shot_vectorised_matches_per_class_logsumexp(temperature):
     p = zero_shot_probs(f, t, owner, 9, temperature)
     assert np.abs(p - softmax(log_s, axis=1)).max() < 1e-12
     assert np.all(p[:, 3] == 0)
+
+
+def test_approx_knn_degenerate_duplicates_bounded():
+    """All rows identical (a broken encoder, or one image copied): one huge cell, processed in bounded blocks."""
+    x = np.tile(np.array([[1.0, 0.0, 0.0, 0.0]], dtype=np.float32), (2000, 1))
+    x[:500, 1] = 1.0
+    x /= np.linalg.norm(x, axis=1, keepdims=True)
+    idx, sim = nearest_neighbors(x, 5, method="approx")
+    assert idx.shape == (2000, 5)
+    assert np.all(idx != np.arange(2000)[:, None])
+    assert np.allclose(sim, 1.0, atol=1e-6)  # every row has exact duplicates
