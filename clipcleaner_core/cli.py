@@ -74,6 +74,8 @@ def cmd_scan(a: argparse.Namespace) -> int:
                  log=_log if not a.quiet else None)
     finally:
         progress.close()
+    if a.layout and len(r.scores):
+        _compute_layouts(r.workspace, not a.quiet)
     det = r.settings.get("detection", {})
     print(f"workspace: {r.workspace.path}")
     print(f"scored {len(r.scores)} samples, {int(r.scores['flagged'].sum()) if len(r.scores) else 0} flagged "
@@ -100,6 +102,32 @@ def cmd_scan(a: argparse.Namespace) -> int:
         print(f"clipcleaner scan: error: no usable image in {a.data} ({len(r.problems)} unusable sample(s) "
               f"listed above and in {r.workspace.dataset_path}); nothing was scored", file=sys.stderr)
         return 1
+    return 0
+
+
+def _compute_layouts(ws, show: bool) -> None:
+    """PCA and UMAP of the embeddings into the workspace cache (the app's embedding map then opens at once)."""
+    import time
+
+    from .layout import layout
+
+    for kind in ("pca", "umap"):
+        t0 = time.perf_counter()
+        progress = _TqdmProgress(enabled=show)
+        try:
+            layout(ws, kind, progress=progress)
+        finally:
+            progress.close()
+        if show:
+            _log(f"layout: {kind} ready in {time.perf_counter() - t0:.1f} s (cached in {ws.cache_dir})")
+
+
+def cmd_layout(a: argparse.Namespace) -> int:
+    from .workspace import Workspace
+
+    ws = Workspace(a.workspace).require()
+    _compute_layouts(ws, True)
+    print(f"layouts cached in {ws.cache_dir}")
     return 0
 
 
@@ -342,9 +370,15 @@ def build_parser() -> argparse.ArgumentParser:
                    "(default: $RAY_ADDRESS, else a local Ray)")
     e.add_argument("--descriptions", help="YAML/JSON class -> list of description clauses for the prompts")
     _add_score_args(s)
+    s.add_argument("--layout", action="store_true",
+                   help="also compute the embedding map's PCA and UMAP now (UMAP's ~40 s JIT stays out of the app)")
     s.add_argument("--show-problems", type=int, default=20)
     s.add_argument("--quiet", "-q", action="store_true")
     s.set_defaults(func=cmd_scan)
+
+    lay = sub.add_parser("layout", help="compute and cache the embedding map's PCA and UMAP layouts of a workspace")
+    lay.add_argument("workspace")
+    lay.set_defaults(func=cmd_layout)
 
     r = sub.add_parser("rescore", help="recompute scores of a workspace (new method / thresholds), no re-embedding")
     r.add_argument("workspace")

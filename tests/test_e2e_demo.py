@@ -58,6 +58,13 @@ def test_cli_demo_scan_evaluate_export(tmp_path):
     r = _cli("scan", str(data / "labels.csv"), "--classes", str(data / "classes.txt"), "-w", str(ws), "--quiet")
     assert r.returncode == 0, r.stderr
     assert "no text tower" in r.stdout  # honest about the missing zero-shot criteria
+    r = _cli("layout", str(ws))  # the embedding map's layouts, computed outside the app
+    assert r.returncode == 0, r.stderr
+    import numpy as np
+
+    for kind in ("pca", "umap"):
+        xy = np.load(ws / "cache" / f"layout_{kind}.npy")
+        assert xy.shape == (1797, 2) and np.isfinite(xy).all()
     r = _cli("evaluate", str(ws), "--truth", str(data / "truth.csv"), "--json")
     assert r.returncode == 0, r.stderr
     ev = json.loads(r.stdout)
