@@ -73,6 +73,39 @@ def _write_atomic_npz(path: Path, **arrays) -> None:
     os.replace(tmp, path)
 
 
+class ChunkWriter:
+    """Collects per-sample results arriving in any order and writes each chunk file as soon as it is complete.
+
+    ``todo``: the chunk numbers to produce for ``n`` samples; ``add(g, feat, ok, reason)`` takes the result of
+    global sample index ``g``. Used by the local engine and the Ray engine, so both write identical caches.
+    """
+
+    def __init__(self, cache_dir: Path, sample_ids: Sequence[str], todo: Sequence[int]):
+        self.cache_dir, self.sample_ids, self.n = cache_dir, sample_ids, len(sample_ids)
+        self.pending = {c: min(self.n, (c + 1) * CHUNK) - c * CHUNK for c in todo}
+        self.feats: dict[int, np.ndarray] = {}
+        self.ok: dict[int, bool] = {}
+        self.reason: dict[int, str] = {}
+
+    def add(self, g: int, feat: np.ndarray, ok: bool, reason: str) -> None:
+        self.feats[g], self.ok[g], self.reason[g] = feat, bool(ok), str(reason)
+        c = g // CHUNK
+        self.pending[c] -= 1
+        if self.pending[c] == 0:
+            rng = range(c * CHUNK, min(self.n, (c + 1) * CHUNK))
+            _write_atomic_npz(
+                _chunk_path(self.cache_dir, c),
+                feats=np.stack([self.feats.pop(i) for i in rng]).astype(np.float16),
+                ok=np.array([self.ok.pop(i) for i in rng]),
+                reason=np.array([self.reason.pop(i) for i in rng], dtype=str),
+                ids=np.array([self.sample_ids[i] for i in rng], dtype=str),
+            )
+
+    def incomplete(self) -> list[int]:
+        """Chunk numbers that did not receive all their samples."""
+        return [c for c, left in self.pending.items() if left != 0]
+
+
 def default_workers() -> int:
     """DataLoader workers for decoding: one per spare core, at most 8."""
     return max(0, min(8, (os.cpu_count() or 1) - 1))
@@ -112,28 +145,11 @@ def embed_samples(abs_paths: Sequence[str], sample_ids: Sequence[str], encoder: 
         loader = DataLoader(ds, batch_size=batch_size, shuffle=False, num_workers=num_workers,
                             pin_memory=torch.cuda.is_available(), persistent_workers=False,
                             prefetch_factor=4 if num_workers > 0 else None)
-        buf_feats: dict[int, np.ndarray] = {}
-        buf_ok: dict[int, bool] = {}
-        buf_reason: dict[int, str] = {}
-        pending = {c: min(n, (c + 1) * CHUNK) - c * CHUNK for c in todo}
+        writer = ChunkWriter(cache_dir, sample_ids, todo)
         for x, idx, ok, reason in loader:
             feats = encoder.encode_images(x)
             for j, local in enumerate(idx.tolist()):
-                g = int(order[local])
-                buf_feats[g] = feats[j]
-                buf_ok[g] = bool(ok[j])
-                buf_reason[g] = reason[j]
-                c = g // CHUNK
-                pending[c] -= 1
-                if pending[c] == 0:
-                    rng = range(c * CHUNK, min(n, (c + 1) * CHUNK))
-                    _write_atomic_npz(
-                        _chunk_path(cache_dir, c),
-                        feats=np.stack([buf_feats.pop(i) for i in rng]).astype(np.float16),
-                        ok=np.array([buf_ok.pop(i) for i in rng]),
-                        reason=np.array([buf_reason.pop(i) for i in rng], dtype=str),
-                        ids=np.array([sample_ids[i] for i in rng], dtype=str),
-                    )
+                writer.add(int(order[local]), feats[j], bool(ok[j]), reason[j])
             done += len(idx)
             if progress:
                 progress("embed", min(done, n), n)

@@ -5,7 +5,7 @@ Same inputs and outputs as :func:`clipcleaner_core.embeddings.embed_samples`, ru
 1. **read**: the image paths (and their row index) become a ``ray.data`` dataset (``from_items``);
 2. **decode + preprocess** (stateless map tasks, ``map_batches`` with a function): each task decodes with
    :func:`clipcleaner_core.dataset.load_image` and applies the encoder's own preprocessing (for CLIP, the open_clip
-   transform object, ~1 KB pickled; for pixels, the resize). A file that fails to decode becomes a placeholder
+   transform object, ~1 KB pickled; for pixels, the resize). A file that fails to decode becomes a stand-in
    row with ``ok=False`` and the reason, exactly like the local engine — it never fails the job;
 3. **encode** (an actor pool, ``map_batches`` with a callable class and ``ActorPoolStrategy(size=N)``, the
    successor of ``concurrency=N`` in Ray >= 2.51): every actor builds its
@@ -31,7 +31,7 @@ from typing import Any, Callable, Iterator, Sequence
 import numpy as np
 
 from .dataset import limit_aspect, load_image
-from .embeddings import CHUNK, EmbeddingResult, _chunk_path, _write_atomic_npz, assemble
+from .embeddings import CHUNK, ChunkWriter, EmbeddingResult, _chunk_path, assemble
 from .encoders import Encoder
 
 Progress = Callable[[str, int, int], None]
@@ -267,30 +267,14 @@ def embed_samples_ray(abs_paths: Sequence[str], sample_ids: Sequence[str], encod
                                 compute=ray.data.ActorPoolStrategy(size=plan["concurrency"]),
                                 num_gpus=plan["num_gpus"], num_cpus=plan["num_cpus"], batch_size=bs,
                                 batch_format="numpy")
-            pending = {c: min(n, (c + 1) * CHUNK) - c * CHUNK for c in todo}
-            buf_feats: dict[int, np.ndarray] = {}
-            buf_ok: dict[int, bool] = {}
-            buf_reason: dict[int, str] = {}
+            writer = ChunkWriter(cache_dir, sample_ids, todo)
             for b in ds.iter_batches(batch_size=None, batch_format="numpy"):
                 for j, g in enumerate(np.asarray(b["idx"]).tolist()):
-                    buf_feats[g] = b["feats"][j]
-                    buf_ok[g] = bool(b["ok"][j])
-                    buf_reason[g] = str(b["reason"][j])
-                    c = g // CHUNK
-                    pending[c] -= 1
-                    if pending[c] == 0:
-                        rng = range(c * CHUNK, min(n, (c + 1) * CHUNK))
-                        _write_atomic_npz(
-                            _chunk_path(cache_dir, c),
-                            feats=np.stack([buf_feats.pop(i) for i in rng]).astype(np.float16),
-                            ok=np.array([buf_ok.pop(i) for i in rng]),
-                            reason=np.array([buf_reason.pop(i) for i in rng], dtype=str),
-                            ids=np.array([sample_ids[i] for i in rng], dtype=str),
-                        )
+                    writer.add(g, b["feats"][j], bool(b["ok"][j]), str(b["reason"][j]))
                 done += len(b["idx"])
                 if progress:
                     progress("embed", min(done, n), n)
-        missing = [c for c in todo if pending[c] != 0]
+        missing = writer.incomplete()
         if missing:
             raise RuntimeError(f"the Ray job returned incomplete results for chunk(s) {missing}; run the scan again "
                                f"to resume")

@@ -3,7 +3,7 @@
 Thumbnails are written once into ``WS/cache/thumbs/<size>/<id[:2]>/<sample_id>.jpg`` (JPEG, quality 85; images
 are decoded with :func:`clipcleaner_core.dataset.load_image`, so EXIF rotation, CMYK, 16-bit and transparency are
 handled exactly as in the embedding stage). A thumbnail older than its source image is regenerated. An image that
-cannot be decoded gets a grey placeholder (JPEG too) with the reason printed on it, so the grid still shows the card.
+cannot be decoded gets a grey stand-in card (JPEG too) with the reason printed on it, so the grid still shows the card.
 """
 from __future__ import annotations
 
@@ -33,7 +33,7 @@ def thumbnail_path(ws: Workspace, sample_id: str, size: int = DEFAULT_SIZE) -> P
     return thumbs_dir(ws, size) / sample_id[:2] / f"{sample_id}.jpg"
 
 
-def _placeholder(size: int, text: str) -> bytes:
+def _unreadable_card(size: int, text: str) -> bytes:
     import io
 
     im = Image.new("RGB", (size, size), (226, 229, 234))
@@ -86,8 +86,8 @@ def ensure_thumbnail(ws: Workspace, sample_id: str, abs_path: str, size: int = D
         pass
     try:
         data = make_thumbnail(abs_path, size)
-    except Exception as e:  # noqa: BLE001 - any decode problem becomes a visible placeholder
-        data = _placeholder(size, f"cannot show image: {type(e).__name__}: {e}")
+    except Exception as e:  # noqa: BLE001 - any decode problem becomes a visible stand-in card
+        data = _unreadable_card(size, f"cannot show image: {type(e).__name__}: {e}")
     atomic_write_bytes(out, data)
     return out
 
