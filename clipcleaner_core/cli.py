@@ -134,7 +134,11 @@ def cmd_layout(a: argparse.Namespace) -> int:
 def cmd_rescore(a: argparse.Namespace) -> int:
     from .pipeline import rescore
 
-    r = rescore(a.workspace, _score_config(a), log=_log)
+    progress = _TqdmProgress()
+    try:
+        r = rescore(a.workspace, _score_config(a), progress=progress, log=_log)
+    finally:
+        progress.close()
     print(f"rescored {len(r.scores)} samples, {int(r.scores['flagged'].sum())} flagged by '{a.method}'")
     return 0
 

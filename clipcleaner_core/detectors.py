@@ -15,6 +15,7 @@ likely mislabelled):
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from typing import Callable
 
 import numpy as np
 import pandas as pd
@@ -71,11 +72,13 @@ class Detection:
 
 
 def detect(features: np.ndarray, y: np.ndarray, classes: list[str], config: ScoreConfig,
-           text_features: np.ndarray | None = None, text_class: np.ndarray | None = None) -> Detection:
+           text_features: np.ndarray | None = None, text_class: np.ndarray | None = None,
+           progress: Callable[[str, int, int], None] | None = None) -> Detection:
     """All sources and detectors on ``features`` (N, D unit-norm) with given labels ``y`` (N,) in [0, K).
 
     ``text_features`` (M, D) / ``text_class`` (M,) enable the zero-shot source; without them the zero-shot
     criteria are reported as unavailable (NaN scores) and only the probe criteria are used.
+    ``progress("score", done, total)`` is called after every step (each probe fold, neighbours, selection, …).
     """
     config.validate()
     x = np.asarray(features, dtype=np.float32)
@@ -83,15 +86,30 @@ def detect(features: np.ndarray, y: np.ndarray, classes: list[str], config: Scor
     n, k = len(y), len(classes)
     names = np.asarray(classes, dtype=object)
     probs: dict[str, np.ndarray] = {}
+    folds = 1 if config.probe == "faithful" else config.folds
+    total = folds + (config.folds if config.probe == "faithful" else 0) + 5
+    step = [0]
+
+    def tick(n_steps: int = 1) -> None:
+        step[0] += n_steps
+        if progress:
+            progress("score", min(step[0], total), total)
+
     if text_features is not None and len(text_features):
         probs["zs"] = zero_shot_probs(x, text_features, np.asarray(text_class), k, config.temperature)
-    probs["probe"] = probe_probs(x, y, k, mode=config.probe, n_folds=config.folds, C=config.C, seed=config.seed)
+    tick()
+    probs["probe"] = probe_probs(x, y, k, mode=config.probe, n_folds=config.folds, C=config.C, seed=config.seed,
+                                 on_fold=lambda i, m: tick())
     nn_idx, nn_sim = nearest_neighbors(x, effective_k(y, config.knn_k), seed=config.seed)
     probs["knn"] = knn_probs(nn_idx, y, k)
-    p_cv = probs["probe"] if config.probe == "cv" else probe_probs(x, y, k, "cv", config.folds, config.C, seed=config.seed)
+    tick()
+    p_cv = probs["probe"] if config.probe == "cv" else probe_probs(
+        x, y, k, "cv", config.folds, config.C, seed=config.seed, on_fold=lambda i, m: tick())
 
     sel = clipcleaner_select(y, k, probs["probe"], probs.get("zs"), config.theta_gmm, config.theta_cons, config.seed)
+    tick()
     cl_flag, cl_score = cleanlab_flags(y, p_cv, seed=config.seed)
+    tick()
     kn_flag, kn_score = knn_flags(nn_idx, y, k)
     ens_sources = [probs[s] for s in ("zs", "probe", "knn") if s in probs]
     p_ens = np.mean(ens_sources, axis=0)
@@ -139,6 +157,7 @@ def detect(features: np.ndarray, y: np.ndarray, classes: list[str], config: Scor
             t[f"p_given_{src}"] = np.nan
     t["knn_agreement"] = 1.0 - kn_score
     t["reasons"] = explain(t, sel.criteria)
+    tick(total)
     info = {
         "criteria_used": sel.criteria,
         "criteria_unavailable": [c for c in CRITERIA if c not in sel.criteria],

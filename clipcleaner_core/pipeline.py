@@ -202,11 +202,11 @@ def rescore(workspace: str | Path | Workspace, scoring: ScoreConfig | None = Non
         table = pd.DataFrame(columns=["sample_id", "path", "label", "suggested_label", "noise_score", "flagged"])
         info: dict = {"criteria_used": [], "zero_shot": tf is not None}
     else:
-        det = detect(feats, y, classes, scoring, tf, owner)
+        det = detect(feats, y, classes, scoring, tf, owner, progress=progress)
         table = pd.concat([ok[["sample_id", "path", "abs_path"]], det.table], axis=1)
         info = det.info
     elapsed = time.perf_counter() - t0
-    if progress:
+    if progress and det is None:
         progress("score", 1, 1)
     ws.write_table("scores.parquet", table)
     if det is not None:

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import warnings
 from dataclasses import dataclass, field
+from typing import Callable
 
 import numpy as np
 from scipy.special import softmax
@@ -164,7 +165,7 @@ def _fit_predict_lr(x_fit, y_fit, x_pred, n_classes, C, max_iter, seed, solver="
 
 def probe_probs(features: np.ndarray, y: np.ndarray, n_classes: int, mode: str = "cv", n_folds: int = 5,
                 C: float = 1.0, max_iter: int = 1000, seed: int = 0, solver: str = "auto",
-                warm_start: bool = True) -> np.ndarray:
+                warm_start: bool = True, on_fold: Callable[[int, int], None] | None = None) -> np.ndarray:
     """Linear-probe p_lr (N, K): multinomial logistic regression, class_weight balanced (METHOD.md step 4).
 
     ``mode="faithful"``: fit and score the same samples (the reference). ``mode="cv"``: k-fold out-of-fold,
@@ -175,11 +176,15 @@ def probe_probs(features: np.ndarray, y: np.ndarray, n_classes: int, mode: str =
     where it fits a binomial model). ``warm_start``: each fold starts from the previous fold's solution; the
     objective is strictly convex, so every fold still converges to its own optimum (to ``gtol`` 1e-4) and a
     test fold's labels reach its probabilities only through that tolerance (measured: ``tests/test_fast_paths.py``).
+    ``on_fold(done, total)`` is called after each fit (progress).
     """
     x = np.asarray(features, dtype=np.float32)
     y = np.asarray(y, dtype=np.int64)
     if mode == "faithful":
-        return _fit_predict_lr(x, y, x, n_classes, C, max_iter, seed, solver)
+        out = _fit_predict_lr(x, y, x, n_classes, C, max_iter, seed, solver)
+        if on_fold:
+            on_fold(1, 1)
+        return out
     if mode != "cv":
         raise ValueError(f"unknown probe mode {mode!r}; use 'cv' or 'faithful'")
     from sklearn.model_selection import KFold, StratifiedKFold
@@ -195,8 +200,10 @@ def probe_probs(features: np.ndarray, y: np.ndarray, n_classes: int, mode: str =
         folds = KFold(n_splits=n_splits, shuffle=True, random_state=seed).split(x)
     out = np.zeros((len(y), n_classes))
     warm: dict | None = {} if warm_start else None
-    for tr, te in folds:
+    for i, (tr, te) in enumerate(folds):
         out[te] = _fit_predict_lr(x[tr], y[tr], x[te], n_classes, C, max_iter, seed, solver, warm)
+        if on_fold:
+            on_fold(i + 1, n_splits)
     return out
 
 

@@ -115,6 +115,11 @@ def test_rescan_reuses_embeddings_and_rescore_changes_method(demo_dir, tmp_path)
     r1 = scan(demo_dir / "labels.csv", tmp_path / "ws", classes_file=demo_dir / "classes.txt")
     r2 = scan(demo_dir / "labels.csv", tmp_path / "ws", classes_file=demo_dir / "classes.txt")
     pd.testing.assert_frame_equal(r1.scores, r2.scores)
-    r3 = rescore(tmp_path / "ws", ScoreConfig(method="clipcleaner", probe="faithful"))
+    seen = []
+    r3 = rescore(tmp_path / "ws", ScoreConfig(method="clipcleaner", probe="faithful"),
+                 progress=lambda stage, done, total: seen.append((stage, done, total)))
+    steps = [(d, t) for s, d, t in seen if s == "score" and t > 1]
+    assert steps[-1][0] == steps[-1][1] == 1 + 5 + 5  # faithful fit, 5 out-of-fold fits for cleanlab, 5 steps
+    assert [d for d, _ in steps] == sorted(d for d, _ in steps)
     assert (r3.scores["flagged"] == r3.scores["cc_flag"]).all()
     assert r3.settings["scoring"]["probe"] == "faithful"
