@@ -18,7 +18,8 @@ if [[ "${1:-}" == "--test" ]]; then
   fi
 fi
 [[ -x .venv/bin/python ]] || "$PY" -m venv .venv
-.venv/bin/python -m pip install -q --upgrade pip >/dev/null
-.venv/bin/python -m pip install -q -r requirements.txt
-.venv/bin/python -m pip install -q --no-deps -e .
+quiet() { "$@" 2>&1 | { grep -v "^WARNING: Location '" || true; }; }  # hide this machine's index-mirror chatter
+quiet .venv/bin/python -m pip install -q --upgrade pip >/dev/null
+quiet .venv/bin/python -m pip install -q -r requirements.txt
+quiet .venv/bin/python -m pip install -q --no-deps -e .
 echo "installed: $(.venv/bin/clipcleaner --version)"
