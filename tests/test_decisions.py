@@ -13,16 +13,12 @@ import random
 import sqlite3
 import threading
 import time
-import uuid
-from contextlib import contextmanager
 from datetime import datetime, timedelta
 from pathlib import Path
 from typing import Callable, Iterator
 
 import pandas as pd
 import pytest
-import sqlalchemy as sa
-from sqlalchemy.engine import make_url
 
 from clipcleaner_core.decisions import (
     ACTIONS,
@@ -34,36 +30,10 @@ from clipcleaner_core.decisions import (
     load_json,
 )
 
-PG_ENV = "CLIPCLEANER_TEST_PG_URL"
-PG_SKIP_REASON = (
-    f"PostgreSQL tests need ${PG_ENV} (e.g. `bash .ci/postgres.sh && . .ci/pg.env`); "
-    "it is not set"
-)
+from _pg import PG_ENV, PG_SKIP_REASON, pg_schema_url  # noqa: E402  (tests/_pg.py)
 
 
 # ------------------------------------------------------------------------------ fixtures
-@contextmanager
-def pg_schema_url() -> Iterator[str]:
-    """A URL pointing at a fresh, private schema on the test server (dropped afterwards)."""
-    base = os.environ.get(PG_ENV)
-    if not base:
-        pytest.skip(PG_SKIP_REASON)
-    url = make_url(base)
-    if url.drivername == "postgresql":
-        url = url.set(drivername="postgresql+psycopg")
-    schema = f"cc_test_{uuid.uuid4().hex[:12]}"
-    admin = sa.create_engine(url)
-    try:
-        with admin.begin() as conn:
-            conn.exec_driver_sql(f'CREATE SCHEMA "{schema}"')
-        yield url.update_query_dict({"options": f"-csearch_path={schema}"}).render_as_string(
-            hide_password=False
-        )
-    finally:
-        with admin.begin() as conn:
-            conn.exec_driver_sql(f'DROP SCHEMA IF EXISTS "{schema}" CASCADE')
-        admin.dispose()
-
 
 @pytest.fixture(params=["sqlite", "postgresql"])
 def db_url(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[str]:

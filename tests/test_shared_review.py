@@ -8,23 +8,19 @@ from __future__ import annotations
 
 import io
 import json
-import os
 import shutil
-import uuid
 from pathlib import Path
 from typing import Iterator
 
 import pandas as pd
 import pytest
-import sqlalchemy as sa
-from sqlalchemy.engine import make_url
 
 from clipcleaner_core import cli
 from clipcleaner_core.decisions import (ReviewStore, open_store, resolve_store_url, set_review_db)
 from clipcleaner_core.export import export_csv
 from clipcleaner_core.pipeline import scan
 
-PG_ENV = "CLIPCLEANER_TEST_PG_URL"
+from _pg import pg_schema_url  # tests/_pg.py
 N = 40
 
 
@@ -40,22 +36,8 @@ def shared_url(request, tmp_path) -> Iterator[str]:
     if request.param == "sqlite":
         yield str(tmp_path / "server" / "team-review.sqlite")
         return
-    base = os.environ.get(PG_ENV)
-    if not base:
-        pytest.skip(f"${PG_ENV} is not set (bash .ci/postgres.sh && . .ci/pg.env)")
-    url = make_url(base)
-    if url.drivername == "postgresql":
-        url = url.set(drivername="postgresql+psycopg")
-    schema = f"cc_shared_{uuid.uuid4().hex[:12]}"
-    admin = sa.create_engine(url)
-    try:
-        with admin.begin() as conn:
-            conn.exec_driver_sql(f'CREATE SCHEMA "{schema}"')
-        yield url.update_query_dict({"options": f"-csearch_path={schema}"}).render_as_string(hide_password=False)
-    finally:
-        with admin.begin() as conn:
-            conn.exec_driver_sql(f'DROP SCHEMA IF EXISTS "{schema}" CASCADE')
-        admin.dispose()
+    with pg_schema_url("cc_shared") as url:
+        yield url
 
 
 @pytest.fixture(scope="module")
