@@ -339,6 +339,11 @@ def _add_score_args(p: argparse.ArgumentParser) -> None:
     g.add_argument("--seed", type=int, default=0)
 
 
+def _add_db_arg(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--db", help="review database URL (default: $CLIPCLEANER_DB_URL, workspace.json review_db, "
+                   "else the workspace's review.sqlite)")
+
+
 def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="clipcleaner", description="Find and fix mislabelled images with CLIP.")
     p.add_argument("--version", action="version", version=f"clipcleaner {__version__}")
@@ -403,8 +408,7 @@ def build_parser() -> argparse.ArgumentParser:
     x.add_argument("--report", help="also write a JSON report here")
     x.add_argument("--imagefolder", help="also lay out the cleaned set as an ImageFolder here")
     x.add_argument("--imagefolder-mode", choices=("link", "copy"), default="link")
-    x.add_argument("--db", help="review database URL (default: $CLIPCLEANER_DB_URL, workspace.json "
-                   "review_db, else the workspace's review.sqlite)")
+    _add_db_arg(x)
     x.set_defaults(func=cmd_export)
 
     db = sub.add_parser("db", help="review database: shared PostgreSQL, migration, audit trail, decisions")
@@ -415,7 +419,7 @@ def build_parser() -> argparse.ArgumentParser:
     dc.set_defaults(func=_db_errors(cmd_db_copy))
     dh = dbs.add_parser("history", help="audit trail: who decided what, when (newest first)")
     dh.add_argument("workspace")
-    dh.add_argument("--db", help="database URL (default: $CLIPCLEANER_DB_URL, workspace.json, review.sqlite)")
+    _add_db_arg(dh)
     dh.add_argument("--sample", help="only this sample_id")
     dh.add_argument("--limit", type=int, default=None)
     dh.add_argument("--csv", action="store_true", help="CSV on stdout")
@@ -432,13 +436,13 @@ def build_parser() -> argparse.ArgumentParser:
     dd.add_argument("--label", help="the new label (relabel)")
     dd.add_argument("--note")
     dd.add_argument("--reviewer", help="reviewer name (default: $CLIPCLEANER_REVIEWER, else the login name)")
-    dd.add_argument("--db", help="database URL (default: $CLIPCLEANER_DB_URL, workspace.json, review.sqlite)")
+    _add_db_arg(dd)
     dd.set_defaults(func=_db_errors(cmd_db_decide))
     dn = dbs.add_parser("undo", help="undo your last action (or anyone's with --anyone)")
     dn.add_argument("workspace")
     dn.add_argument("--reviewer", help="reviewer name (default: $CLIPCLEANER_REVIEWER, else the login name)")
     dn.add_argument("--anyone", action="store_true")
-    dn.add_argument("--db", help="database URL (default: $CLIPCLEANER_DB_URL, workspace.json, review.sqlite)")
+    _add_db_arg(dn)
     dn.set_defaults(func=_db_errors(cmd_db_undo))
 
     ap = sub.add_parser("app", help="start the Streamlit review app")
