@@ -6,20 +6,20 @@ server is a page URL (skipping this entry point); every page therefore starts wi
 which sends such a request through this file first. Pages draw; the core
 (``clipcleaner_core``) computes. The workspace to open comes from the Home page, else the last one
 opened on this server, else the ``CLIPCLEANER_WORKSPACE`` environment variable (set by ``clipcleaner app WS``).
+
+These files ship in the wheel as the package ``clipcleaner_app`` (see pyproject.toml); Streamlit puts this file's
+folder first on ``sys.path``, so ``pages`` is found next to it, from a checkout or an installed wheel alike.
 """
 from __future__ import annotations
 
-import sys
 from pathlib import Path
 
 import streamlit as st
 
-HERE = Path(__file__).resolve().parent
-if str(HERE) not in sys.path:
-    sys.path.insert(0, str(HERE))
+from clipcleaner_core import views
+from pages import _ui
 
-from clipcleaner_core import views  # noqa: E402
-from pages import _ui  # noqa: E402
+HERE = Path(__file__).resolve().parent
 
 st.set_page_config(page_title="clipcleaner — label review", page_icon=str(HERE / "assets" / "icon.svg"),
                    layout="wide", initial_sidebar_state="expanded")

@@ -1,12 +1,11 @@
 """App at scale: a generated N-sample workspace, AppTest time per page (warm) and per review action.
 
-The workspace is built through the core: synthetic embeddings (bench/synth.py) → ``dataset.parquet`` +
-``embeddings.npy`` + ``workspace.json`` → ``pipeline.rescore`` (the real scores stage) → thumbnails exist
+The workspace is built through the core: synthetic embeddings (bench/synth.py) → the dataset table +
+embeddings → ``pipeline.score_embeddings`` (the real scores stage, published like a scan) → thumbnails exist
 lazily as the app asks for them. Images are hard links to 64 small JPEGs (N distinct paths, cheap to make).
 """
 from __future__ import annotations
 
-import json
 import os
 import resource
 import tempfile
@@ -27,8 +26,8 @@ def build_workspace(n: int, folder: Path, k: int = 100, seed: int = 0) -> Path:
 
     from bench.synth import make_embeddings, write_images
     from clipcleaner_core.dataset import make_sample_id
-    from clipcleaner_core.pipeline import rescore
-    from clipcleaner_core.workspace import Workspace
+    from clipcleaner_core.pipeline import score_embeddings
+    from clipcleaner_core.workspace import DataSource, Settings, Workspace
 
     data = folder / "data"
     base, _ = write_images(data / "_base", 64, size=96, seed=seed)
@@ -39,26 +38,21 @@ def build_workspace(n: int, folder: Path, k: int = 100, seed: int = 0) -> Path:
     for i, r in enumerate(rel):
         os.link(base[i % len(base)], data / r)
     ws = Workspace(folder / "ws")
-    ws.path.mkdir(parents=True, exist_ok=True)
     samples = pd.DataFrame({
         "sample_id": [make_sample_id(r) for r in rel], "path": rel, "abs_path": [str(data / r) for r in rel],
         "label": [s.classes[v] for v in s.y], "label_idx": s.y.astype(np.int64), "status": "ok", "reason": "",
     })
-    ws.write_table("dataset.parquet", samples)
-    ws.write_array("embeddings", s.features.astype(np.float16))
-    ws.write_array("text_features", s.text_features)
-    (ws.path / "prompts.json").write_text(json.dumps({"texts": [f"a photo of a {c}." for c in
-                                                                np.asarray(s.classes)[s.text_class]],
-                                                      "class_index": s.text_class.tolist()}), encoding="utf-8")
-    settings = {
-        "clipcleaner_version": "bench", "data": {"source": str(data), "root": str(data), "kind": "folder"},
-        "classes": s.classes, "encoder": {"encoder": "bench-synthetic", "note": "synthetic embeddings, not CLIP"},
-        "encoder_kind": "bench-synthetic", "embedding_key": f"bench-{n}-{seed}",
-        "zero_shot": {"available": True, "prompts": int(len(s.text_class)), "note": "synthetic text features"},
-        "counts": {"samples": n, "unusable": 0},
-    }
-    ws.write_settings(settings)
-    rescore(ws, base_settings=settings)
+    key = f"bench-{n}-{seed}"
+    emb = ws.embedding_cache(key) / "embeddings.npy"
+    emb.parent.mkdir(parents=True, exist_ok=True)
+    np.save(emb, s.features.astype(np.float16))
+    settings = Settings(
+        classes=tuple(s.classes), data=DataSource(source=str(data), root=str(data), kind="imagefolder"),
+        encoder={"encoder": "bench-synthetic", "note": "synthetic embeddings, not CLIP"},
+        encoder_kind="bench-synthetic", embedding_key=key, clipcleaner_version="bench",
+        counts={"samples": n, "unusable": 0})
+    score_embeddings(ws, settings, samples, emb, text_features=s.text_features, text_class=s.text_class,
+                     prompts=[f"a photo of a {c}." for c in np.asarray(s.classes)[s.text_class]])
     return ws.path
 
 
@@ -81,6 +75,7 @@ def run(n: int, quick: bool = False, ws: str | None = None) -> dict:
     from streamlit.testing.v1 import AppTest
 
     from clipcleaner_core.decisions import ReviewStore
+    from clipcleaner_core.workspace import Workspace
 
     build_s = None
     if ws is None:
@@ -113,7 +108,7 @@ def run(n: int, quick: bool = False, ws: str | None = None) -> dict:
             errors[page] = [str(e.value)[:300] for e in at.exception]
     actions: dict[str, float] = {}
     # core review action: one decision written to the workspace's store (what every card button does)
-    scores = __import__("pandas").read_parquet(Path(ws) / "scores.parquet", columns=["sample_id", "flagged"])
+    scores = Workspace(ws).scores()[["sample_id", "flagged"]]
     ids = scores.loc[scores["flagged"], "sample_id"].tolist()[:60]
     with ReviewStore.for_workspace(ws) as store:
         t = time.perf_counter()

@@ -232,14 +232,26 @@ def w_gemm(args: dict) -> dict:
 
 # ------------------------------------------------------------------------------------------------ layout
 def _bench_workspace(n: int, d: int = 512, seed: int = 0):
+    import pandas as pd
+
     from bench.synth import make_embeddings
-    from clipcleaner_core.workspace import Workspace
+    from clipcleaner_core.workspace import Settings, Workspace
 
     ws = Workspace(Path(tempfile.mkdtemp(prefix="cc-bench-layout-")))
     s = make_embeddings(n, d=d, seed=seed)
-    ws.path.mkdir(parents=True, exist_ok=True)
-    ws.write_array("embeddings", s.features.astype(np.float16))
-    ws.write_settings({"embedding_key": f"bench-{n}-{seed}", "classes": s.classes})
+    key = f"bench-{n}-{seed}"
+    emb = ws.embedding_cache(key) / "embeddings.npy"
+    emb.parent.mkdir(parents=True, exist_ok=True)
+    np.save(emb, s.features.astype(np.float16))
+    # the layout bench needs embeddings only: publish them with an unscored table (no detector ran)
+    ids = [f"{i:016x}" for i in range(n)]
+    labels = np.asarray(s.classes, dtype=object)[s.y]
+    samples = pd.DataFrame({"sample_id": ids, "path": ids, "abs_path": ids, "label": labels,
+                            "label_idx": s.y.astype(np.int64), "status": "ok", "reason": ""})
+    scores = samples[["sample_id", "path", "abs_path", "label", "label_idx"]].assign(
+        suggested_label=labels, suggested_prob=np.nan, noise_score=np.nan, flagged=False, reasons="")
+    ws.publish(Settings(classes=tuple(s.classes), embedding_key=key, encoder_kind="bench-synthetic"),
+               tables={"dataset": samples, "scores": scores}, embeddings=emb)
     return ws
 
 

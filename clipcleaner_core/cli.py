@@ -52,43 +52,32 @@ def cmd_demo(a: argparse.Namespace) -> int:
     return 0
 
 
-def _score_config(a: argparse.Namespace):
-    from .detectors import ScoreConfig
-
-    return ScoreConfig(method=a.method, probe=a.probe, folds=a.folds, theta_gmm=a.theta_gmm,
-                       theta_cons=a.theta_cons, temperature=a.temperature, knn_k=a.knn, margin=a.margin,
-                       seed=a.seed)
-
-
 def cmd_scan(a: argparse.Namespace) -> int:
-    from .pipeline import EncoderConfig, scan
+    from .config import EncoderConfig, ScoreConfig, from_arguments
+    from .pipeline import scan
 
-    enc = EncoderConfig(encoder=a.encoder, model=a.model, pretrained=a.pretrained, checkpoint=a.checkpoint,
-                        model_config=a.model_config, device=a.device, precision=a.precision,
-                        pixel_size=a.pixel_size, batch_size=a.batch_size, num_workers=a.workers,
-                        engine=a.engine, ray_address=a.ray_address)
+    scoring = from_arguments(a, ScoreConfig)
     progress = _TqdmProgress(enabled=not a.quiet)
     try:
         r = scan(a.data, a.workspace, root=a.root, classes_file=a.classes, allow_outside_root=a.allow_outside_root,
-                 encoder=enc, scoring=_score_config(a), descriptions=a.descriptions, progress=progress,
-                 log=_log if not a.quiet else None)
+                 encoder=from_arguments(a, EncoderConfig), scoring=scoring, descriptions=a.descriptions,
+                 progress=progress, log=_log if not a.quiet else None)
     finally:
         progress.close()
     if a.layout and len(r.scores):
         _compute_layouts(r.workspace, not a.quiet)
-    det = r.settings.get("detection", {})
     print(f"workspace: {r.workspace.path}")
     print(f"scored {len(r.scores)} samples, {int(r.scores['flagged'].sum()) if len(r.scores) else 0} flagged "
-          f"by '{a.method}'; criteria used: {', '.join(det.get('criteria_used', [])) or 'none'}")
-    if not r.settings["zero_shot"]["available"]:
-        print(f"note: {r.settings['zero_shot']['reason']}")
+          f"by '{scoring.method}'; criteria used: {', '.join(r.settings.detection.criteria_used) or 'none'}")
+    if not r.settings.zero_shot.available:
+        print(f"note: {r.settings.zero_shot.reason}")
     if len(r.problems):
         print(f"{len(r.problems)} sample(s) could not be used:")
         for reason in r.problems["reason"].head(a.show_problems):
             print(f"  - {reason}")
         if len(r.problems) > a.show_problems:
-            print(f"  … and {len(r.problems) - a.show_problems} more (see {r.workspace.dataset_path})")
-    for note in r.settings.get("notes", []):
+            print(f"  … and {len(r.problems) - a.show_problems} more (see {r.workspace.artifact_path('dataset')})")
+    for note in r.settings.notes:
         print(f"note: {note}")
     if len(r.orphans):
         print(f"{len(r.orphans)} review decision(s) belong to samples not scored in this scan; they are kept "
@@ -100,7 +89,7 @@ def cmd_scan(a: argparse.Namespace) -> int:
             print(f"  … and {len(rows) - a.show_problems} more")
     if len(r.scores) == 0:
         print(f"clipcleaner scan: error: no usable image in {a.data} ({len(r.problems)} unusable sample(s) "
-              f"listed above and in {r.workspace.dataset_path}); nothing was scored", file=sys.stderr)
+              f"listed above and in {r.workspace.artifact_path('dataset')}); nothing was scored", file=sys.stderr)
         return 1
     return 0
 
@@ -132,14 +121,16 @@ def cmd_layout(a: argparse.Namespace) -> int:
 
 
 def cmd_rescore(a: argparse.Namespace) -> int:
+    from .config import ScoreConfig, from_arguments
     from .pipeline import rescore
 
+    scoring = from_arguments(a, ScoreConfig)
     progress = _TqdmProgress()
     try:
-        r = rescore(a.workspace, _score_config(a), progress=progress, log=_log)
+        r = rescore(a.workspace, scoring, progress=progress, log=_log)
     finally:
         progress.close()
-    print(f"rescored {len(r.scores)} samples, {int(r.scores['flagged'].sum())} flagged by '{a.method}'")
+    print(f"rescored {len(r.scores)} samples, {int(r.scores['flagged'].sum())} flagged by '{scoring.method}'")
     return 0
 
 
@@ -156,7 +147,7 @@ def cmd_export(a: argparse.Namespace) -> int:
 
     from .decisions import resolve_store_url
 
-    db_url, _ = resolve_store_url(a.workspace, a.db)  # --db, $CLIPCLEANER_DB_URL, workspace.json, review.sqlite
+    db_url, _ = resolve_store_url(a.workspace, a.db)  # --db, $CLIPCLEANER_DB_URL, review.json, review.sqlite
     path, table = export_csv(a.workspace, a.out, excluded=a.excluded, undecided=a.undecided, db_url=db_url)
     print(f"wrote {len(table)} rows to {path}")
     if a.report:
@@ -240,7 +231,7 @@ def cmd_db_history(a: argparse.Namespace) -> int:
     with open_store(ws.path, url=a.db) as st:
         h = st.history(sample_id=a.sample, limit=a.limit)
         print(f"review database: {st.url} ({source}); {len(h)} event(s), newest first", file=sys.stderr)
-    if ws.dataset_path.is_file() and len(h):
+    if ws.exists() and len(h):
         paths = ws.dataset().set_index("sample_id")["path"]
         h.insert(HISTORY_COLUMNS.index("sample_id") + 1, "path", h["sample_id"].map(paths))
     if a.csv:
@@ -303,8 +294,26 @@ def cmd_db_undo(a: argparse.Namespace) -> int:
     return 0
 
 
+def app_script() -> Path:
+    """The review app's ``app.py``: beside the package in a source checkout, else the installed
+    ``clipcleaner_app`` package of the wheel. FileNotFoundError when neither is there."""
+    import importlib.util
+
+    checkout = Path(__file__).resolve().parent.parent / "app.py"
+    if checkout.is_file() and (checkout.parent / "pages" / "_ui.py").is_file():
+        return checkout
+    try:
+        spec = importlib.util.find_spec("clipcleaner_app.app")
+    except ModuleNotFoundError:
+        spec = None
+    if spec is not None and spec.origin and Path(spec.origin).is_file():
+        return Path(spec.origin)
+    raise FileNotFoundError("the review app (clipcleaner_app) is not installed with this clipcleaner; reinstall it "
+                            "with `pip install clipcleaner` or `pip install -e .` from a clone")
+
+
 def cmd_app(a: argparse.Namespace) -> int:
-    app = Path(__file__).resolve().parent.parent / "app.py"
+    app = app_script()
     env = dict(os.environ)
     if a.workspace:
         env["CLIPCLEANER_WORKSPACE"] = str(Path(a.workspace).absolute())
@@ -312,9 +321,6 @@ def cmd_app(a: argparse.Namespace) -> int:
            "--server.port", str(a.port), "--browser.gatherUsageStats", "false"]
     if a.headless:
         cmd += ["--server.headless", "true"]
-    if not app.is_file():
-        raise FileNotFoundError(f"{app}: the app ships with the source checkout; install it with "
-                                f"`pip install -e .` from a clone (see README)")
     print(f"clipcleaner app: http://{a.address}:{a.port}", file=sys.stderr)
     os.chdir(app.parent)  # Streamlit reads .streamlit/config.toml from the working folder
     os.execve(sys.executable, cmd, env)  # become the server: Ctrl-C / SIGTERM stop it, no orphan child
@@ -322,25 +328,13 @@ def cmd_app(a: argparse.Namespace) -> int:
 
 
 def _add_score_args(p: argparse.ArgumentParser) -> None:
-    from .detectors import METHODS
+    from .config import ScoreConfig, add_arguments
 
-    g = p.add_argument_group("scoring")
-    g.add_argument("--method", choices=METHODS, default="ensemble",
-                   help="detector behind `flagged` and `noise_score` (default: ensemble; clipcleaner = METHOD.md)")
-    g.add_argument("--probe", choices=("cv", "faithful"), default="cv",
-                   help="linear probe: k-fold out-of-fold (default) or in-sample as the reference")
-    g.add_argument("--folds", type=int, default=5)
-    g.add_argument("--theta-gmm", type=float, default=0.5, help="GMM clean-posterior threshold (default 0.5)")
-    g.add_argument("--theta-cons", type=float, default=0.8, help="consistency threshold (default 0.8)")
-    g.add_argument("--temperature", type=float, default=0.07, help="zero-shot temperature T (default 0.07)")
-    g.add_argument("--knn", type=int, default=10, help="neighbours for the k-NN source (default 10)")
-    g.add_argument("--margin", type=float, default=0.1,
-                   help="ensemble: flag when another class beats the given label by more than this (default 0.1)")
-    g.add_argument("--seed", type=int, default=0)
+    add_arguments(p.add_argument_group("scoring"), ScoreConfig)
 
 
 def _add_db_arg(p: argparse.ArgumentParser) -> None:
-    p.add_argument("--db", help="review database URL (default: $CLIPCLEANER_DB_URL, workspace.json review_db, "
+    p.add_argument("--db", help="review database URL (default: $CLIPCLEANER_DB_URL, WS/review.json review_db, "
                    "else the workspace's review.sqlite)")
 
 
@@ -362,21 +356,10 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--root", help="folder that table paths are relative to (default: the table's folder)")
     s.add_argument("--classes", help="file with one class name per line (fixes order, may add empty classes)")
     s.add_argument("--allow-outside-root", action="store_true", help="allow table paths outside the root")
+    from .config import EncoderConfig, add_arguments
+
     e = s.add_argument_group("encoder")
-    e.add_argument("--encoder", choices=("clip", "pixels"), default="pixels")
-    e.add_argument("--model", default="ViT-B-32", help="open_clip architecture (default ViT-B-32)")
-    e.add_argument("--pretrained", help="open_clip pretrained tag, e.g. openai (must be cached when offline)")
-    e.add_argument("--checkpoint", help="local weights file (open_clip state_dict)")
-    e.add_argument("--model-config", help="extra open_clip model config JSON (file or folder) to register")
-    e.add_argument("--device", default="auto", help="auto | cpu | cuda | cuda:N")
-    e.add_argument("--precision", choices=("auto", "fp32", "bf16", "fp16"), default="auto")
-    e.add_argument("--pixel-size", type=int, default=16, help="pixels encoder: resize side (default 16)")
-    e.add_argument("--batch-size", type=int, default=64)
-    e.add_argument("--workers", type=int, default=None, help="DataLoader decode workers (default: cores-1)")
-    e.add_argument("--engine", choices=("local", "ray"), default="local",
-                   help="where to embed: this process (default) or a Ray cluster (Ray Data actor pool)")
-    e.add_argument("--ray-address", help="Ray cluster address, e.g. ray://head:10001 or auto "
-                   "(default: $RAY_ADDRESS, else a local Ray)")
+    add_arguments(e, EncoderConfig)
     e.add_argument("--descriptions", help="YAML/JSON class -> list of description clauses for the prompts")
     _add_score_args(s)
     s.add_argument("--layout", action="store_true",
@@ -424,7 +407,7 @@ def build_parser() -> argparse.ArgumentParser:
     dh.add_argument("--limit", type=int, default=None)
     dh.add_argument("--csv", action="store_true", help="CSV on stdout")
     dh.set_defaults(func=_db_errors(cmd_db_history))
-    du = dbs.add_parser("use", help="set the review database of a workspace (saved in workspace.json)")
+    du = dbs.add_parser("use", help="set the review database of a workspace (saved in WS/review.json)")
     du.add_argument("workspace")
     du.add_argument("url", nargs="?", help="postgresql+psycopg://USER@HOST/DB (password: ~/.pgpass or PGPASSWORD)")
     du.add_argument("--clear", action="store_true", help="back to the workspace's review.sqlite")

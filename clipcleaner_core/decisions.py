@@ -39,7 +39,6 @@ import logging
 import os
 import random
 import sqlite3
-import tempfile
 import time
 from dataclasses import dataclass
 from datetime import datetime, timezone
@@ -787,20 +786,6 @@ def copy_decisions(src: ReviewStore, dst: ReviewStore) -> int:
     return dst.merge_events(src.events_since(0))
 
 
-def _atomic_write_text(path: Path, text: str) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    try:
-        with os.fdopen(fd, "w", encoding="utf-8") as f:
-            f.write(text)
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
-
-
 def dump_json(store: ReviewStore, path: str | os.PathLike[str]) -> int:
     """Write the store's full history + current decisions to a JSON file (atomically).
 
@@ -818,7 +803,9 @@ def dump_json(store: ReviewStore, path: str | os.PathLike[str]) -> int:
             for rec in current.astype(object).to_dict("records")
         ],
     }
-    _atomic_write_text(Path(path), json.dumps(doc, ensure_ascii=False, indent=1))
+    from .workspace import atomic_write_text
+
+    atomic_write_text(Path(path), json.dumps(doc, ensure_ascii=False, indent=1))
     return len(events)
 
 
@@ -842,18 +829,7 @@ DB_URL_ENV = "CLIPCLEANER_DB_URL"
 REVIEWER_ENV = "CLIPCLEANER_REVIEWER"
 """Environment variable with the default reviewer name."""
 WORKSPACE_DB_KEY = "review_db"
-"""Key of the review-database URL in ``WS/workspace.json`` (kept by re-scans)."""
-
-
-def _workspace_settings(ws_dir: Path) -> dict[str, Any]:
-    p = ws_dir / "workspace.json"
-    if not p.is_file():
-        return {}
-    try:
-        doc = json.loads(p.read_text(encoding="utf-8"))
-    except (OSError, ValueError) as exc:
-        raise ValueError(f"{p}: cannot read the workspace settings ({exc})") from None
-    return doc if isinstance(doc, dict) else {}
+"""Key of the review-database URL in ``WS/review.json`` (the workspace's user settings, kept by re-scans)."""
 
 
 def resolve_store_url(
@@ -862,8 +838,8 @@ def resolve_store_url(
     """Which review database a workspace uses, and why: ``(url, source)``.
 
     In order: ``url`` given here (source ``"argument"``), ``$CLIPCLEANER_DB_URL`` (``"env"``), the
-    ``review_db`` entry of ``WS/workspace.json`` (``"workspace.json"``), else ``(None, "default")``
-    meaning the workspace's own ``WS/review.sqlite``. A relative SQLite path in workspace.json is
+    ``review_db`` entry of ``WS/review.json`` (``"review.json"``), else ``(None, "default")``
+    meaning the workspace's own ``WS/review.sqlite``. A relative SQLite path in review.json is
     relative to the workspace folder.
     """
     if url is not None and str(url) != "":
@@ -871,13 +847,18 @@ def resolve_store_url(
     env = os.environ.get(DB_URL_ENV, "").strip()
     if env:
         return env, "env"
+    from .workspace import Workspace, WorkspaceError
+
     ws_dir = Path(workspace)
-    entry = _workspace_settings(ws_dir).get(WORKSPACE_DB_KEY)
+    try:
+        entry = Workspace(ws_dir).user_settings().get(WORKSPACE_DB_KEY)
+    except WorkspaceError as exc:
+        raise ValueError(str(exc)) from None
     if entry:
         entry = str(entry)
         if "://" not in entry and not Path(entry).expanduser().is_absolute():
             entry = str(ws_dir / entry)
-        return entry, "workspace.json"
+        return entry, "review.json"
     return None, "default"
 
 
@@ -904,21 +885,18 @@ def open_store(
 
 
 def set_review_db(workspace: str | os.PathLike[str], url: str | None) -> str | None:
-    """Record (or with ``None`` remove) the workspace's shared review database in ``WS/workspace.json``.
+    """Record (or with ``None`` remove) the workspace's shared review database in ``WS/review.json``.
 
     The URL is validated and the database opened once (creating the tables), so a wrong URL fails
     here and not in the app. Returns the URL as stored. A password in the URL is stored as given:
     prefer ``~/.pgpass`` or ``$PGPASSWORD`` (read by the PostgreSQL driver) and a URL without it.
     """
-    ws_dir = Path(workspace)
-    p = ws_dir / "workspace.json"
-    doc = _workspace_settings(ws_dir)
-    if url is None:
-        doc.pop(WORKSPACE_DB_KEY, None)
-    else:
+    from .workspace import Workspace
+
+    ws = Workspace(workspace)
+    if url is not None:
         url = str(url)
         local = "://" not in url and not Path(url).expanduser().is_absolute()
-        ReviewStore(ws_dir / url if local else url).close()
-        doc[WORKSPACE_DB_KEY] = url
-    _atomic_write_text(p, json.dumps(doc, indent=2))
-    return doc.get(WORKSPACE_DB_KEY)
+        ReviewStore(ws.path / url if local else url).close()
+    ws.set_user_setting(WORKSPACE_DB_KEY, url)
+    return url

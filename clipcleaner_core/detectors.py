@@ -20,43 +20,12 @@ from typing import Callable
 import numpy as np
 import pandas as pd
 
+from . import registry
 from .baselines import cleanlab_flags, knn_flags, knn_probs, nearest_neighbors
+from .config import METHODS, ScoreConfig
 from .scoring import clipcleaner_select, given_prob, probe_probs, top_k, zero_shot_probs
 
-METHODS = ("ensemble", "clipcleaner", "cleanlab", "knn")
-CRITERIA = ("zs_loss", "zs_cons", "lr_loss", "lr_cons")
-CRITERION_TITLES = {
-    "zs_loss": "zero-shot loss (GMM)", "zs_cons": "zero-shot consistency",
-    "lr_loss": "probe loss (GMM)", "lr_cons": "probe consistency",
-}
-SOURCE_TITLES = {"zs": "zero-shot CLIP", "probe": "linear probe", "knn": "nearest neighbours", "ens": "ensemble"}
-
-
-@dataclass
-class ScoreConfig:
-    """Settings of the scores stage (all have CLI flags of the same name)."""
-
-    method: str = "ensemble"
-    probe: str = "cv"
-    folds: int = 5
-    theta_gmm: float = 0.5
-    theta_cons: float = 0.8
-    temperature: float = 0.07
-    knn_k: int = 10
-    margin: float = 0.1
-    C: float = 1.0
-    seed: int = 0
-
-    def validate(self) -> "ScoreConfig":
-        if self.method not in METHODS:
-            raise ValueError(f"unknown method {self.method!r}; choose one of {', '.join(METHODS)}")
-        if self.probe not in ("cv", "faithful"):
-            raise ValueError(f"unknown probe mode {self.probe!r}; use cv or faithful")
-        if not 0.0 <= self.theta_gmm <= 1.0 or not 0.0 <= self.theta_cons <= 1.0:
-            raise ValueError("thresholds --theta-gmm and --theta-cons must be in [0, 1]")
-        if self.temperature <= 0:
-            raise ValueError("--temperature must be > 0")
-        return self
+CRITERIA = tuple(c.key for c in registry.CRITERIA)
 
 
 @dataclass
@@ -126,14 +95,14 @@ def detect(features: np.ndarray, y: np.ndarray, classes: list[str], config: Scor
     sidx, sprob = top_k(probs[suggest_src], 1)
     t["suggested_label"] = names[sidx[:, 0]] if n else []
     t["suggested_prob"] = sprob[:, 0] if n else []
-    t["suggested_source"] = SOURCE_TITLES[suggest_src]
+    t["suggested_source"] = registry.source(suggest_src).title
     t["noise_score"] = scores[config.method]
     t["flagged"] = flags[config.method]
     t["method"] = config.method
     for m in METHODS:
-        key = "cc" if m == "clipcleaner" else ("ens" if m == "ensemble" else m)
-        t[f"{key}_flag"] = flags[m]
-        t[f"{key}_score"] = scores[m]
+        d = registry.detector(m)
+        t[d.flag_column] = flags[m]
+        t[d.score_column] = scores[m]
     t["cc_fallback"] = sel.fallback
     for c in CRITERIA:
         if c in sel.criteria:
@@ -163,7 +132,7 @@ def detect(features: np.ndarray, y: np.ndarray, classes: list[str], config: Scor
         "criteria_unavailable": [c for c in CRITERIA if c not in sel.criteria],
         "zero_shot": "zs" in probs,
         "sources": list(probs),
-        "suggestion_source": SOURCE_TITLES[suggest_src],
+        "suggestion_source": registry.source(suggest_src).title,
         "flag_counts": {m: int(f.sum()) for m, f in flags.items()},
         "criterion_rejects": {c: int((~sel.kept[c]).sum()) for c in sel.criteria},
         "fallback_added": int(sel.fallback.sum()),
@@ -183,12 +152,9 @@ def effective_k(y: np.ndarray, k: int) -> int:
 
 
 def explain(t: pd.DataFrame, criteria: list[str]) -> list[str]:
-    """Human reason per sample: which criteria / detectors reject its given label ("" when none)."""
-    parts = []
-    for c in criteria:
-        parts.append(np.where(~t[f"{c}_kept"].to_numpy(dtype=bool), CRITERION_TITLES[c], ""))
-    parts.append(np.where(t["ens_flag"].to_numpy(), "ensemble vote", ""))
-    parts.append(np.where(t["cleanlab_flag"].to_numpy(), "cleanlab", ""))
-    parts.append(np.where(t["knn_flag"].to_numpy(), "neighbours disagree", ""))
+    """Reason codes per sample (:mod:`registry` keys, ``;``-separated, "" when nothing flags it): each used
+    criterion that rejects the given label, then each detector that flags the sample."""
+    parts = [np.where(~t[f"{c}_kept"].to_numpy(dtype=bool), c, "") for c in criteria]
+    parts += [np.where(t[d.flag_column].to_numpy(dtype=bool), d.key, "") for d in registry.DETECTORS]
     cols = np.stack(parts, axis=1) if parts else np.zeros((len(t), 0), dtype=object)
-    return ["; ".join(p for p in row if p) for row in cols]
+    return [registry.join_reasons([p for p in row if p]) for row in cols]

@@ -11,15 +11,9 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
+from . import registry
 from .dataset import read_table
 from .workspace import Workspace
-
-DETECTORS = {  # column prefix -> title
-    "ens": "ensemble (default)",
-    "cc": "clipcleaner (METHOD.md)",
-    "cleanlab": "cleanlab",
-    "knn": "k-NN agreement",
-}
 
 
 def truth_labels(scores: pd.DataFrame, truth_file: str | Path) -> pd.Series:
@@ -53,9 +47,10 @@ def evaluate_scores(scores: pd.DataFrame, truth: pd.Series, default_method: str 
     s = scores[known]
     noisy = (s["label"].astype(str).to_numpy() != truth[known].astype(str).to_numpy())
     rows = {}
-    for key, title in DETECTORS.items():
-        if f"{key}_flag" in s:
-            rows[key] = {"detector": title, **detector_metrics(noisy, s[f"{key}_flag"], s[f"{key}_score"])}
+    for d in registry.DETECTORS:
+        if d.flag_column in s:
+            title = d.title + (" (default)" if d.key == default_method else "")
+            rows[d.key] = {"detector": title, **detector_metrics(noisy, s[d.flag_column], s[d.score_column])}
     return {"samples": int(known.sum()), "mislabelled": int(noisy.sum()),
             "noise_rate": float(noisy.mean()) if len(noisy) else 0.0,
             "unmatched": int((~known).sum()), "default_method": default_method, "detectors": rows}
@@ -64,9 +59,8 @@ def evaluate_scores(scores: pd.DataFrame, truth: pd.Series, default_method: str 
 def evaluate_workspace(workspace: str | Path | Workspace, truth_file: str | Path) -> dict:
     """Load a scanned workspace and evaluate every detector against ``truth_file`` (``path,label``)."""
     ws = workspace if isinstance(workspace, Workspace) else Workspace(workspace)
-    ws.require()
     scores = ws.scores()
-    result = evaluate_scores(scores, truth_labels(scores, truth_file), ws.settings()["scoring"]["method"])
+    result = evaluate_scores(scores, truth_labels(scores, truth_file), ws.settings().method)
     result["truth_file"] = str(truth_file)
     return result
 
@@ -83,8 +77,8 @@ def format_table(result: dict) -> str:
     """The metrics as a fixed-width text table."""
     lines = [f"{result['samples']} samples with known truth, {result['mislabelled']} mislabelled "
              f"({100 * result['noise_rate']:.1f}%)",
-             f"{'detector':<26}{'flagged':>8}{'precision':>10}{'recall':>8}{'F1':>7}{'AUROC':>8}"]
+             f"{'detector':<38}{'flagged':>8}{'precision':>10}{'recall':>8}{'F1':>7}{'AUROC':>8}"]
     for key, m in result["detectors"].items():
-        lines.append(f"{m['detector']:<26}{m['flagged']:>8}{m['precision']:>10.3f}{m['recall']:>8.3f}"
+        lines.append(f"{m['detector']:<38}{m['flagged']:>8}{m['precision']:>10.3f}{m['recall']:>8.3f}"
                      f"{m['f1']:>7.3f}{m['auroc']:>8.3f}")
     return "\n".join(lines)

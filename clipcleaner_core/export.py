@@ -12,6 +12,7 @@ from __future__ import annotations
 import json
 import os
 import shutil
+from dataclasses import asdict
 from datetime import datetime, timezone
 from pathlib import Path
 
@@ -127,14 +128,15 @@ def export_report(workspace: str | Path | Workspace, table: pd.DataFrame, out: s
     report = {
         "exported_at": datetime.now(timezone.utc).isoformat(timespec="seconds"),
         "workspace": str(ws.path),
-        "encoder": settings.get("encoder"), "scoring": settings.get("scoring"),
-        "criteria_used": settings.get("detection", {}).get("criteria_used"),
+        "generation": ws.generation,
+        "encoder": dict(settings.encoder), "scoring": asdict(settings.scoring),
+        "criteria_used": list(settings.detection.criteria_used),
         "samples_scored": int(len(scores)), "flagged": int(scores["flagged"].sum()),
         "rows_exported": int(len(table)),
         "decisions": {str(k): int(v) for k, v in dec["action"].value_counts().items()} if len(dec) else {},
         "relabel_pairs": {f"{a} -> {b}": int(n) for (a, b), n in
                           relabels.groupby(["original_label", "label"]).size().items()},
-        "unusable_samples": int(settings.get("counts", {}).get("unusable", 0)),
+        "unusable_samples": int(settings.counts.get("unusable", 0)),
         **(extra or {}),
     }
     path = Path(out) if out else ws.exports_dir / "report.json"

@@ -21,7 +21,7 @@ from typing import Callable
 
 import numpy as np
 
-from .workspace import Workspace, atomic_write_text
+from .workspace import Workspace, array_bytes, atomic_write_bytes, atomic_write_text
 
 MAX_POINTS = 50_000
 """Most points drawn in the embedding map; beyond it a documented sample is shown (flagged always included)."""
@@ -37,15 +37,9 @@ def _cache_file(ws: Workspace, kind: str) -> tuple:
 
 
 def _stamp(ws: Workspace) -> dict:
-    emb = ws.embeddings_path
-    st = emb.stat()
-    key = None
-    try:
-        key = json.loads(ws.settings_path.read_text(encoding="utf-8")).get("embedding_key")
-    except (OSError, ValueError):
-        pass
-    return {"embedding_key": key, "rows": int(np.load(emb, mmap_mode="r").shape[0]), "size": st.st_size,
-            "mtime_ns": st.st_mtime_ns}
+    """What a layout was computed from: the embedding run (content + encoder key) and its row count."""
+    m = ws.manifest()
+    return {"embedding_key": m.settings.embedding_key, "rows": m.artifacts["embeddings"].rows}
 
 
 def cached_layout(ws: Workspace, kind: str) -> np.ndarray | None:
@@ -56,7 +50,7 @@ def cached_layout(ws: Workspace, kind: str) -> np.ndarray | None:
     try:
         meta = json.loads(meta_p.read_text(encoding="utf-8"))
         cur = _stamp(ws)
-        if any(meta.get(k) != cur[k] for k in ("embedding_key", "rows", "size", "mtime_ns")):
+        if any(meta.get(k) != cur[k] for k in cur):
             return None
         arr = np.load(arr_p)
     except (OSError, ValueError):
@@ -65,14 +59,8 @@ def cached_layout(ws: Workspace, kind: str) -> np.ndarray | None:
 
 
 def _save(ws: Workspace, kind: str, xy: np.ndarray, stamp: dict, extra: dict | None = None) -> None:
-    import io
-
-    from .workspace import atomic_write_bytes
-
     arr_p, meta_p = _cache_file(ws, kind)
-    buf = io.BytesIO()
-    np.save(buf, xy.astype(np.float32))
-    atomic_write_bytes(arr_p, buf.getvalue())
+    atomic_write_bytes(arr_p, array_bytes(xy.astype(np.float32)))
     atomic_write_text(meta_p, json.dumps({**stamp, **(extra or {}), "kind": kind}, indent=1))
 
 

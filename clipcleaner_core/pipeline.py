@@ -6,10 +6,9 @@ chunks already on disk. ``rescore`` recomputes the scores from the workspace alo
 """
 from __future__ import annotations
 
-import json
 import platform
 import time
-from dataclasses import asdict, dataclass, field
+from dataclasses import dataclass, field, replace
 from datetime import datetime, timezone
 from pathlib import Path
 from typing import Callable
@@ -19,40 +18,29 @@ import pandas as pd
 
 from . import __version__
 from .dataset import STATUS_UNREADABLE, load_dataset
-from .detectors import ScoreConfig, detect
+from .config import EncoderConfig, ScoreConfig
+from .detectors import detect
 from .embeddings import embed_samples, embedding_key
 from .encoders import Encoder, make_encoder
 from .noise import centroid_similarity
 from .prompts import DEFAULT_TEMPLATES, build_prompts, load_descriptions
-from .workspace import Workspace
+from .workspace import (REQUIRED_SCORE_COLUMNS, DataSource, DetectionInfo, Settings, Workspace, WorkspaceError,
+                        ZeroShot)
+
+__all__ = ["EncoderConfig", "ScoreConfig", "ScanResult", "scan", "rescore", "score_embeddings", "build_encoder"]
 
 Progress = Callable[[str, int, int], None]
 Log = Callable[[str], None]
 ORPHAN_COLUMNS = ["sample_id", "action", "label", "reviewer", "updated_at", "reason"]
-
-
-@dataclass
-class EncoderConfig:
-    """Which encoder to use (CLI flags of the same names)."""
-
-    encoder: str = "pixels"
-    model: str = "ViT-B-32"
-    pretrained: str | None = None
-    checkpoint: str | None = None
-    model_config: str | None = None
-    device: str = "auto"
-    precision: str = "auto"
-    pixel_size: int = 16
-    batch_size: int = 64
-    num_workers: int | None = None
-    engine: str = "local"  # "local" (this process) | "ray" (Ray Data, see ray_engine.py)
-    ray_address: str | None = None  # Ray cluster address (None: $RAY_ADDRESS or a local Ray)
+DEFAULT_PRETRAINED = "openai"
+"""open_clip tag used when the clip encoder is given neither ``--pretrained`` nor ``--checkpoint`` (the paper's
+reference model is OpenAI's ViT-B/32)."""
 
 
 @dataclass
 class ScanResult:
     workspace: Workspace
-    settings: dict
+    settings: Settings
     scores: pd.DataFrame
     problems: pd.DataFrame
     timings: dict = field(default_factory=dict)
@@ -73,19 +61,53 @@ def _versions() -> dict:
     return out
 
 
+def build_encoder(cfg: EncoderConfig) -> Encoder:
+    """The encoder ``cfg`` names (the clip encoder defaults to :data:`DEFAULT_PRETRAINED` weights)."""
+    cfg.validate()
+    pretrained = cfg.pretrained or (None if cfg.checkpoint or cfg.encoder != "clip" else DEFAULT_PRETRAINED)
+    return make_encoder(cfg.encoder, model=cfg.model, pretrained=pretrained, checkpoint=cfg.checkpoint,
+                        device=cfg.device, precision=cfg.precision, pixel_size=cfg.pixel_size,
+                        model_config=cfg.model_config)
+
+
+@dataclass
+class _TextSide:
+    """Prompt features of a CLIP encoder (None without a text tower) and how they were made."""
+
+    features: np.ndarray | None
+    class_index: np.ndarray | None
+    prompts: dict | None
+    info: ZeroShot
+
+
+def _text_side(enc: Encoder, classes: list[str], descriptions: str | dict | None,
+               templates: list[str] | None) -> _TextSide:
+    if not enc.has_text:
+        return _TextSide(None, None, None, ZeroShot(
+            available=False, reason=f"the {enc.kind} encoder has no text tower: zero-shot criteria need CLIP weights "
+                                    f"(--encoder clip --pretrained TAG or --checkpoint FILE)"))
+    desc = load_descriptions(descriptions) if isinstance(descriptions, (str, Path)) else (descriptions or None)
+    texts, owner = build_prompts(classes, desc, tuple(templates or DEFAULT_TEMPLATES))
+    tf = enc.encode_text(texts).astype(np.float32)
+    return _TextSide(tf, np.asarray(owner, dtype=np.int64), {"texts": texts, "class_index": list(owner)},
+                     ZeroShot(available=True, prompts=len(texts),
+                              descriptions=str(descriptions) if isinstance(descriptions, (str, Path))
+                              else bool(descriptions)))
+
+
 def scan(data: str | Path, workspace: str | Path | Workspace, *, root: str | None = None,
          classes_file: str | None = None, allow_outside_root: bool = False,
          encoder: EncoderConfig | Encoder | None = None, scoring: ScoreConfig | None = None,
          descriptions: str | dict | None = None, templates: list[str] | None = None,
          progress: Progress | None = None, log: Log | None = None) -> ScanResult:
-    """Scan a dataset into ``workspace``: load, embed (cached), score; returns the scores and the problems.
+    """Scan a dataset into ``workspace``: load, embed (cached), score, publish; returns scores and problems.
 
     Bad samples never stop the scan: they are reported in ``result.problems`` (and ``dataset.parquet``) with
-    a reason naming the file, and left out of scoring.
+    a reason naming the file, and left out of scoring. Nothing is published until the whole set is written: an
+    interrupted scan leaves the previous results as they were (and resumes its embedding from the cache).
     """
     log = log or (lambda msg: None)
     ws = workspace if isinstance(workspace, Workspace) else Workspace(workspace)
-    ws.path.mkdir(parents=True, exist_ok=True)
     scoring = (scoring or ScoreConfig()).validate()
     timings: dict[str, float] = {}
 
@@ -95,31 +117,27 @@ def scan(data: str | Path, workspace: str | Path | Workspace, *, root: str | Non
     n_bad = int((ds.samples["status"] != "ok").sum())
     log(f"dataset: {len(ds.samples)} samples, {len(ds.classes)} classes, {n_bad} unusable")
 
-    enc_cfg = encoder if isinstance(encoder, EncoderConfig) else EncoderConfig()
+    enc_cfg = (encoder if isinstance(encoder, EncoderConfig) else EncoderConfig()).validate()
     t0 = time.perf_counter()
-    enc = encoder if isinstance(encoder, Encoder) else make_encoder(
-        enc_cfg.encoder, model=enc_cfg.model, pretrained=enc_cfg.pretrained, checkpoint=enc_cfg.checkpoint,
-        device=enc_cfg.device, precision=enc_cfg.precision, pixel_size=enc_cfg.pixel_size,
-        model_config=enc_cfg.model_config)
+    enc = encoder if isinstance(encoder, Encoder) else build_encoder(enc_cfg)
     timings["model_load_s"] = time.perf_counter() - t0
     ok = ds.ok
     key = embedding_key(ds.content_key(), enc)
+    cache = ws.embedding_cache(key)
+    emb_path = cache / "embeddings.npy"
     t0 = time.perf_counter()
-    if enc_cfg.engine == "ray" and not isinstance(encoder, Encoder):
+    engine = enc_cfg.engine if not isinstance(encoder, Encoder) else "local"
+    if engine == "ray":
         from .ray_engine import embed_samples_ray, encoder_spec
 
         spec = encoder_spec(enc, kind=enc_cfg.encoder, model=enc_cfg.model, pretrained=enc_cfg.pretrained,
                             checkpoint=enc_cfg.checkpoint, model_config=enc_cfg.model_config,
                             device=enc_cfg.device, pixel_size=enc_cfg.pixel_size)
-        emb = embed_samples_ray(list(ok["abs_path"]), list(ok["sample_id"]), enc, spec, ws.cache_dir / f"emb-{key}",
-                                ws.embeddings_path, address=enc_cfg.ray_address, batch_size=enc_cfg.batch_size,
-                                progress=progress)
-    elif enc_cfg.engine not in ("local", "ray"):
-        raise ValueError(f"unknown engine {enc_cfg.engine!r}; choose local or ray")
+        emb = embed_samples_ray(list(ok["abs_path"]), list(ok["sample_id"]), enc, spec, cache, emb_path,
+                                address=enc_cfg.ray_address, batch_size=enc_cfg.batch_size, progress=progress)
     else:
-        emb = embed_samples(list(ok["abs_path"]), list(ok["sample_id"]), enc, ws.cache_dir / f"emb-{key}",
-                            ws.embeddings_path, batch_size=enc_cfg.batch_size, num_workers=enc_cfg.num_workers,
-                            progress=progress)
+        emb = embed_samples(list(ok["abs_path"]), list(ok["sample_id"]), enc, cache, emb_path,
+                            batch_size=enc_cfg.batch_size, num_workers=enc_cfg.num_workers, progress=progress)
     timings["embed_s"] = time.perf_counter() - t0
     log(f"embeddings: {emb.features.shape[0]} x {emb.features.shape[1]} "
         f"({'reused from cache' if emb.reused else 'computed'}), {len(emb.failed)} failed to decode")
@@ -127,112 +145,108 @@ def scan(data: str | Path, workspace: str | Path | Workspace, *, root: str | Non
         ds.mark(emb.failed.keys(), STATUS_UNREADABLE,
                 {s: f"{p}: {r}" for s, p, r in zip(ok["sample_id"], ok["path"], ok["sample_id"].map(emb.failed))
                  if s in emb.failed})
-    ws.write_table("dataset.parquet", ds.samples)
 
-    # prompts / text features (CLIP only)
-    text_info: dict = {"available": enc.has_text}
-    if enc.has_text:
-        desc = load_descriptions(descriptions) if isinstance(descriptions, (str, Path)) else (descriptions or None)
-        texts, owner = build_prompts(ds.classes, desc, tuple(templates or DEFAULT_TEMPLATES))
-        tf = enc.encode_text(texts)
-        ws.write_array("text_features", tf.astype(np.float32))
-        (ws.path / "prompts.json").write_text(json.dumps({"texts": texts, "class_index": owner}, indent=1),
-                                             encoding="utf-8")
-        text_info.update(prompts=len(texts), descriptions=str(descriptions) if isinstance(descriptions, (str, Path))
-                         else bool(descriptions))
-    else:
-        for stale in ("text_features.npy", "prompts.json"):
-            (ws.path / stale).unlink(missing_ok=True)
-        text_info["reason"] = (f"the {enc.kind} encoder has no text tower: zero-shot criteria need CLIP weights "
-                               f"(--encoder clip --pretrained TAG or --checkpoint FILE)")
-
-    settings = {
-        "clipcleaner_version": __version__,
-        "scanned_at": datetime.now(timezone.utc).isoformat(timespec="seconds"),
-        "data": {"source": str(Path(str(data)).absolute()), "root": str(ds.root), "kind": ds.kind,
-                 "classes_file": classes_file, "allow_outside_root": allow_outside_root},
-        "classes": ds.classes,
-        "encoder": enc.identity,
-        "encoder_kind": enc.kind,
-        "embedding_key": key,
-        "embedding_engine": enc_cfg.engine if not isinstance(encoder, Encoder) else "local",
-        "zero_shot": text_info,
-        "counts": {"samples": int(len(ds.samples)), "unusable": int((ds.samples["status"] != "ok").sum())},
-        "notes": ds.notes,
-        "versions": _versions(),
-    }
-    try:  # settings a person made for this workspace (the shared review database) survive a re-scan
-        old = json.loads(ws.settings_path.read_text(encoding="utf-8"))
-        settings.update({k: old[k] for k in ("review_db",) if isinstance(old, dict) and k in old})
-    except (OSError, ValueError):
-        pass
-    ws.write_settings({**settings, "scoring": asdict(scoring), "state": "embedded"})
-    result = rescore(ws, scoring, base_settings=settings, progress=progress, log=log)
-    result.timings.update(timings)
-    s = result.settings
-    s["timings"] = {**timings, **s.get("timings", {})}
-    ws.write_settings(s)
-    return result
+    text = _text_side(enc, ds.classes, descriptions, templates)
+    base = Settings(
+        classes=tuple(ds.classes),
+        data=DataSource(source=str(Path(str(data)).absolute()), root=str(ds.root), kind=ds.kind,
+                        classes_file=str(Path(classes_file).absolute()) if classes_file else None,
+                        allow_outside_root=allow_outside_root),
+        encoder=enc.identity, encoder_kind=enc.kind, embedding_key=key, embedding_engine=engine,
+        zero_shot=text.info, scoring=scoring,
+        counts={"samples": int(len(ds.samples)), "unusable": int((ds.samples["status"] != "ok").sum())},
+        notes=tuple(ds.notes), versions=_versions(), clipcleaner_version=__version__,
+        scanned_at=datetime.now(timezone.utc).isoformat(timespec="seconds"), timings=timings)
+    return _score_and_publish(ws, base, ds.samples, emb_path, text, scoring, progress, log)
 
 
 def rescore(workspace: str | Path | Workspace, scoring: ScoreConfig | None = None, *,
-            base_settings: dict | None = None, progress: Progress | None = None,
-            log: Log | None = None) -> ScanResult:
-    """Recompute all scores from the workspace's embeddings (and text features) with ``scoring`` settings."""
+            progress: Progress | None = None, log: Log | None = None) -> ScanResult:
+    """Recompute all scores of a published workspace with ``scoring`` settings (no images, no model) and publish
+    them as a new set (same dataset, embeddings and prompt features)."""
     log = log or (lambda msg: None)
     ws = workspace if isinstance(workspace, Workspace) else Workspace(workspace)
-    settings = dict(base_settings or json.loads(ws.settings_path.read_text(encoding="utf-8")))
-    scoring = (scoring or ScoreConfig(**settings.get("scoring", {}))).validate()
-    classes: list[str] = settings["classes"]
-    samples = ws.dataset()
-    ok = samples[samples["status"] == "ok"].reset_index(drop=True)
-    feats = np.asarray(ws.embeddings(), dtype=np.float32)
-    if len(ok) != len(feats):
-        raise RuntimeError(f"{ws.path}: embeddings ({len(feats)}) and usable samples ({len(ok)}) disagree; re-scan")
+    m = ws.manifest()
+    scoring = (scoring or m.settings.scoring).validate()
     tf = ws.array("text_features")
-    owner = None
-    if tf is not None:
-        owner = np.asarray(json.loads((ws.path / "prompts.json").read_text(encoding="utf-8"))["class_index"])
+    prompts = ws.json_artifact("prompts")
+    text = _TextSide(None if tf is None else np.asarray(tf, dtype=np.float32),
+                     None if prompts is None else np.asarray(prompts["class_index"], dtype=np.int64),
+                     prompts, m.settings.zero_shot)
+    ws.embeddings()  # checks the published embeddings against the manifest before using them
+    return _score_and_publish(ws, m.settings, ws.dataset(), ws.artifact_path("embeddings"), text, scoring,
+                              progress, log)
+
+
+def score_embeddings(workspace: str | Path | Workspace, settings: Settings, samples: pd.DataFrame,
+                     embeddings: Path, *, text_features: np.ndarray | None = None,
+                     text_class: np.ndarray | None = None, prompts: list[str] | None = None,
+                     scoring: ScoreConfig | None = None, progress: Progress | None = None,
+                     log: Log | None = None) -> ScanResult:
+    """Score embeddings computed elsewhere and publish them as the workspace's set.
+
+    ``samples``: the dataset table (columns of ``dataset.parquet``; rows with ``status == "ok"`` are scored, in
+    order); ``embeddings``: an ``.npy`` (N_ok, D) float16 unit-norm matrix, best placed in
+    ``ws.embedding_cache(settings.embedding_key)``; ``text_features`` (M, D) / ``text_class`` (M,) / ``prompts``
+    (M,) enable zero-shot. ``settings`` describes where they came from (classes, encoder, …).
+    """
+    ws = workspace if isinstance(workspace, Workspace) else Workspace(workspace)
+    if text_features is None:
+        text = _TextSide(None, None, None, settings.zero_shot)
+    else:
+        owner = np.asarray(text_class, dtype=np.int64)
+        text = _TextSide(np.asarray(text_features, dtype=np.float32), owner,
+                         {"texts": list(prompts or [""] * len(owner)), "class_index": owner.tolist()},
+                         replace(settings.zero_shot, available=True, prompts=len(owner)))
+    return _score_and_publish(ws, settings, samples, Path(embeddings), text,
+                              (scoring or settings.scoring).validate(), progress, log or (lambda m: None))
+
+
+def _score_and_publish(ws: Workspace, base: Settings, samples: pd.DataFrame, emb_path: Path, text: _TextSide,
+                       scoring: ScoreConfig, progress: Progress | None, log: Log) -> ScanResult:
+    """Score the usable rows of ``samples`` on the embeddings at ``emb_path`` and publish the whole set."""
+    classes = list(base.classes)
+    ok = samples[samples["status"] == "ok"].reset_index(drop=True)
+    feats = np.asarray(np.load(emb_path, mmap_mode="r"), dtype=np.float32)
+    if len(ok) != len(feats):
+        raise WorkspaceError(f"{emb_path}: {len(feats)} embeddings for {len(ok)} usable samples; re-scan")
     if progress:
         progress("score", 0, 1)
     t0 = time.perf_counter()
     y = ok["label_idx"].to_numpy(dtype=np.int64)
+    arrays: dict[str, np.ndarray] = {}
     if len(ok) == 0:
-        det = None
-        table = pd.DataFrame(columns=["sample_id", "path", "label", "suggested_label", "noise_score", "flagged"])
-        info: dict = {"criteria_used": [], "zero_shot": tf is not None}
+        table = pd.DataFrame({c: pd.Series(dtype=object) for c in REQUIRED_SCORE_COLUMNS})
+        info = DetectionInfo()
+        if progress:
+            progress("score", 1, 1)
     else:
-        det = detect(feats, y, classes, scoring, tf, owner, progress=progress)
+        det = detect(feats, y, classes, scoring, text.features, text.class_index, progress=progress)
         table = pd.concat([ok[["sample_id", "path", "abs_path"]], det.table], axis=1)
-        info = det.info
+        info = DetectionInfo.from_dict(det.info)
+        arrays = {**{f"probs_{name}": p.astype(np.float16) for name, p in det.probs.items()},
+                  "neighbors": det.neighbors.astype(np.int32), "neighbor_sims": det.neighbor_sims.astype(np.float16),
+                  "class_similarity": class_similarity(feats, y, len(classes), text.features, text.class_index)}
+    if text.features is not None:
+        arrays["text_features"] = text.features
     elapsed = time.perf_counter() - t0
-    if progress and det is None:
-        progress("score", 1, 1)
-    ws.write_table("scores.parquet", table)
-    if det is not None:
-        for name, p in det.probs.items():
-            ws.write_array(f"probs_{name}", p.astype(np.float16))
-        ws.write_array("neighbors", det.neighbors.astype(np.int32))
-        ws.write_array("neighbor_sims", det.neighbor_sims.astype(np.float16))
-        ws.write_array("class_similarity", class_similarity(feats, y, len(classes), tf, owner))
-    settings.update({
-        "scoring": asdict(scoring),
-        "detection": info,
-        "class_similarity_source": "CLIP text prototypes" if tf is not None else "image-feature class centroids",
-        "counts": {**settings.get("counts", {}), "scored": int(len(table)),
-                   "flagged": int(table["flagged"].sum()) if len(table) else 0},
-        "state": "scored",
-        "timings": {**settings.get("timings", {}), "score_s": elapsed},
-    })
-    ws.write_settings(settings)
-    log(f"scores: {settings['counts']['flagged']} of {len(table)} flagged by '{scoring.method}' "
-        f"(criteria: {', '.join(info.get('criteria_used', [])) or 'none'})")
+    n_flag = int(table["flagged"].sum()) if len(table) else 0
+    settings = replace(base, scoring=scoring, detection=info,
+                       zero_shot=text.info,
+                       class_similarity_source="CLIP text prototypes" if text.features is not None
+                       else "image-feature class centroids",
+                       counts={**base.counts, "scored": int(len(table)), "flagged": n_flag},
+                       timings={**base.timings, "score_s": elapsed})
+    ws.publish(settings, tables={"dataset": samples, "scores": table}, arrays=arrays,
+               jsons={"prompts": text.prompts} if text.prompts is not None else {}, embeddings=emb_path)
+    log(f"scores: {n_flag} of {len(table)} flagged by '{scoring.method}' "
+        f"(criteria: {', '.join(info.criteria_used) or 'none'})")
     problems = samples[samples["status"] != "ok"].reset_index(drop=True)
     orphans = orphan_decisions(ws, samples, table["sample_id"], log=log)
     if len(orphans):
         log(f"review: {len(orphans)} decision(s) belong to samples not scored in this scan; they are kept")
     return ScanResult(workspace=ws, settings=settings, scores=table, problems=problems,
-                      timings={"score_s": elapsed}, orphans=orphans)
+                      timings={**base.timings, "score_s": elapsed}, orphans=orphans)
 
 
 def orphan_decisions(ws: Workspace, samples: pd.DataFrame, scored_ids, db_url: str | None = None,

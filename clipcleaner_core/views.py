@@ -14,20 +14,13 @@ from typing import Sequence
 import numpy as np
 import pandas as pd
 
-from .detectors import CRITERION_TITLES, SOURCE_TITLES
+from . import registry
 from .noise import most_similar_class
-from .workspace import Workspace, atomic_write_text
+from .workspace import Settings, Workspace, WorkspaceError, array_bytes, atomic_write_bytes, atomic_write_text
 
 STATUSES = ("undecided", "accept", "relabel", "exclude", "unsure")
 STATUS_TITLES = {"undecided": "not reviewed", "accept": "given label kept", "relabel": "relabelled",
                  "exclude": "excluded", "unsure": "unsure"}
-DETECTOR_FILTERS = {  # filter key -> (title, flag column)
-    "ens_flag": "ensemble vote",
-    "cc_flag": "CLIPCleaner selection (METHOD.md)",
-    "cleanlab_flag": "cleanlab (confident learning)",
-    "knn_flag": "neighbours disagree (k-NN)",
-}
-PROB_SOURCES = ("zs", "probe", "knn", "ens")
 
 
 # --- review state ---------------------------------------------------------------------------------------------
@@ -61,12 +54,15 @@ def decision_counts(state: pd.DataFrame, flagged: np.ndarray | None = None) -> d
 
 
 # --- filters --------------------------------------------------------------------------------------------------
-def criterion_options(scores: pd.DataFrame, settings: dict) -> dict[str, str]:
+def criterion_options(scores: pd.DataFrame, settings: Settings) -> dict[str, str]:
     """Filter keys -> titles for "which criterion flagged it": each CLIPCleaner criterion that was used (key
-    ``<criterion>_kept``, a sample matches when the criterion rejects its label) and each detector (``*_flag``)."""
-    used = settings.get("detection", {}).get("criteria_used", [])
-    out = {f"{c}_kept": f"criterion: {CRITERION_TITLES.get(c, c)}" for c in used if f"{c}_kept" in scores}
-    out.update({k: f"detector: {t}" for k, t in DETECTOR_FILTERS.items() if k in scores})
+    ``<criterion>_kept``, a sample matches when the criterion rejects its label), each detector and each issue
+    type (``<prefix>_flag``), all from :mod:`registry`."""
+    used = settings.detection.criteria_used
+    out = {f"{c.prefix}_kept": f"criterion: {c.title}" for c in registry.CRITERIA
+           if c.key in used and f"{c.prefix}_kept" in scores}
+    out.update({d.flag_column: f"{d.kind}: {d.title}" for d in registry.DETECTORS + registry.ISSUES
+                if d.flag_column in scores})
     return out
 
 
@@ -120,12 +116,12 @@ def page_slice(n_items: int, page: int, page_size: int) -> tuple[int, int, int]:
 def topk_table(row: pd.Series) -> pd.DataFrame:
     """Top-3 classes of each probability source for one scores row: columns source, rank, label, probability."""
     recs = []
-    for src in PROB_SOURCES:
+    for src in (s.key for s in registry.SOURCES):
         for j in (1, 2, 3):
             lab = row.get(f"{src}_top{j}_label")
             if lab is None or (isinstance(lab, float) and np.isnan(lab)):
                 continue
-            recs.append({"source": SOURCE_TITLES[src], "rank": j, "label": lab,
+            recs.append({"source": registry.source(src).title, "rank": j, "label": lab,
                          "probability": float(row[f"{src}_top{j}_prob"])})
     return pd.DataFrame(recs, columns=["source", "rank", "label", "probability"])
 
@@ -208,8 +204,8 @@ def truth_path(ws: Workspace) -> Path | None:
         except (ValueError, KeyError, OSError):
             return None
     try:
-        src = Path(ws.settings()["data"]["source"])
-    except Exception:  # noqa: BLE001 - not scanned / odd settings: no truth
+        src = Path(ws.settings().data.source)
+    except WorkspaceError:  # not scanned / damaged settings: no truth
         return None
     demo = src.parent / "demo.json"
     truth = src.parent / "truth.csv"
@@ -317,8 +313,7 @@ def small_loss_flags(loss: np.ndarray, share: float | None = None, seed: int = 0
 
 
 def _small_loss_stamp(ws: Workspace, seed: int) -> dict:
-    st = ws.scores_path.stat()
-    return {"scores_mtime_ns": st.st_mtime_ns, "scores_size": st.st_size, "seed": seed}
+    return {"generation": ws.generation, "seed": seed}
 
 
 def small_loss_is_cached(ws: Workspace, seed: int = 0) -> bool:
@@ -332,59 +327,56 @@ def small_loss_is_cached(ws: Workspace, seed: int = 0) -> bool:
 
 def cached_small_loss(ws: Workspace, seed: int = 0) -> np.ndarray:
     """:func:`small_loss` of the workspace's embeddings and given labels, cached in ``WS/cache/small_loss.npy``
-    (recomputed when ``scores.parquet`` changes). Training takes ~1.5 min per 100k 256-d samples on 2 cores."""
-    import io
-
-    from .workspace import atomic_write_bytes
-
+    (recomputed when a new scan set is published). Training takes ~1.5 min per 100k 256-d samples on 2 cores."""
     arr_p, meta_p = ws.cache_dir / "small_loss.npy", ws.cache_dir / "small_loss.json"
     if small_loss_is_cached(ws, seed):
         return np.load(arr_p)
     stamp = _small_loss_stamp(ws, seed)
     scores = ws.scores()
     loss = small_loss(ws.embeddings(), scores["label_idx"].to_numpy(), len(ws.classes()), seed=seed)
-    buf = io.BytesIO()
-    np.save(buf, loss.astype(np.float32))
-    atomic_write_bytes(arr_p, buf.getvalue())
+    atomic_write_bytes(arr_p, array_bytes(loss.astype(np.float32)))
     atomic_write_text(meta_p, json.dumps(stamp))
     return np.load(arr_p)
 
 
 # --- summaries ------------------------------------------------------------------------------------------------------
-def scan_summary(settings: dict, scores: pd.DataFrame, dataset: pd.DataFrame | None) -> dict:
+def scan_summary(settings: Settings, scores: pd.DataFrame, dataset: pd.DataFrame | None) -> dict:
     """Headline numbers of a scanned workspace for the app's first page."""
-    det = settings.get("detection", {})
+    det = settings.detection
     n = int(len(scores))
     flagged = int(scores["flagged"].sum()) if n else 0
-    zs = settings.get("zero_shot", {})
     problems = (dataset[dataset["status"] != "ok"][["path", "status", "reason"]].reset_index(drop=True)
                 if dataset is not None and "status" in dataset else
                 pd.DataFrame(columns=["path", "status", "reason"]))
+
+    def title(c: str) -> str:
+        return registry.criterion(c).title
+
     return {
         "samples": int(len(dataset)) if dataset is not None else n,
         "scored": n,
-        "classes": len(settings.get("classes", [])),
+        "classes": len(settings.classes),
         "flagged": flagged,
         "flagged_share": flagged / n if n else 0.0,
-        "method": settings.get("scoring", {}).get("method", "?"),
-        "flag_counts": det.get("flag_counts", {}),
-        "criteria_used": [CRITERION_TITLES.get(c, c) for c in det.get("criteria_used", [])],
-        "criteria_unavailable": [CRITERION_TITLES.get(c, c) for c in det.get("criteria_unavailable", [])],
-        "criterion_rejects": {CRITERION_TITLES.get(c, c): int(v) for c, v in det.get("criterion_rejects", {}).items()},
-        "zero_shot": bool(zs.get("available", False)),
-        "zero_shot_reason": zs.get("reason", ""),
-        "encoder_kind": settings.get("encoder_kind", "?"),
-        "suggestion_source": det.get("suggestion_source", ""),
+        "method": settings.method,
+        "flag_counts": dict(det.flag_counts),
+        "criteria_used": [title(c) for c in det.criteria_used],
+        "criteria_unavailable": [title(c) for c in det.criteria_unavailable],
+        "criterion_rejects": {title(c): int(v) for c, v in det.criterion_rejects.items()},
+        "zero_shot": settings.zero_shot.available,
+        "zero_shot_reason": settings.zero_shot.reason,
+        "encoder_kind": settings.encoder_kind or "?",
+        "suggestion_source": det.suggestion_source,
         "problems": problems,
-        "class_counts": scores["label"].value_counts().reindex(settings.get("classes", []), fill_value=0)
+        "class_counts": scores["label"].value_counts().reindex(list(settings.classes), fill_value=0)
         if n else pd.Series(dtype=int),
     }
 
 
-def encoder_description(settings: dict) -> str:
+def encoder_description(settings: Settings) -> str:
     """One honest line naming the encoder (the pixels encoder is *not* CLIP)."""
-    enc = settings.get("encoder", {}) or {}
-    kind = settings.get("encoder_kind", enc.get("encoder", "?"))
+    enc = settings.encoder
+    kind = settings.encoder_kind or enc.get("encoder", "?")
     if kind == "pixels":
         return (f"pixels encoder (raw {enc.get('size', '?')}x{enc.get('size', '?')} pixels, standardised) — "
                 f"not CLIP: no zero-shot")

@@ -18,8 +18,8 @@ import streamlit as st
 
 from clipcleaner_core import thumbnails, views
 from clipcleaner_core.decisions import ReviewStore, open_store, resolve_store_url
-from clipcleaner_core.detectors import SOURCE_TITLES
-from clipcleaner_core.workspace import Workspace
+from clipcleaner_core import registry
+from clipcleaner_core.workspace import Settings, Workspace, WorkspaceError
 
 ROOT = Path(__file__).resolve().parent.parent
 ASSETS = ROOT / "assets"
@@ -79,18 +79,24 @@ def _mtime(p: Path) -> int:
 
 
 @st.cache_resource(max_entries=8, show_spinner=False)
-def _scores(path: str, stamp: int) -> pd.DataFrame:
-    return Workspace(path).scores()
+def _workspace(path: str) -> Workspace:
+    """One Workspace object per folder: it re-reads the manifest only when workspace.json changes."""
+    return Workspace(path)
 
 
 @st.cache_resource(max_entries=8, show_spinner=False)
-def _dataset(path: str, stamp: int) -> pd.DataFrame:
-    return Workspace(path).dataset()
+def _scores(path: str, generation: str) -> pd.DataFrame:
+    return _workspace(path).scores()
+
+
+@st.cache_resource(max_entries=8, show_spinner=False)
+def _dataset(path: str, generation: str) -> pd.DataFrame:
+    return _workspace(path).dataset()
 
 
 @st.cache_resource(max_entries=32, show_spinner=False)
-def _array(path: str, name: str, stamp: int) -> np.ndarray | None:
-    a = Workspace(path).array(name)
+def _array(path: str, name: str, generation: str) -> np.ndarray | None:
+    a = _workspace(path).array(name)
     return None if a is None else np.asarray(a)
 
 
@@ -109,19 +115,28 @@ class Ctx:
     """Everything a page needs about the open workspace (loaded through the caches)."""
 
     ws: Workspace
-    settings: dict
+    settings: Settings
     scores: pd.DataFrame
     classes: list[str]
+    generation: str
+    """Id of the published scan set: every cache of scan results is keyed on it."""
 
     @property
     def path(self) -> str:
         return str(self.ws.path)
 
     def dataset(self) -> pd.DataFrame:
-        return _dataset(self.path, _mtime(self.ws.dataset_path))
+        return _dataset(self.path, self.generation)
 
     def array(self, name: str) -> np.ndarray | None:
-        return _array(self.path, name, _mtime(self.ws.path / f"{name}.npy"))
+        return _array(self.path, name, self.generation)
+
+    def probs(self, src: str) -> np.ndarray | None:
+        """(N, K) probabilities of source ``src`` (registry SOURCES), None when the scan has none."""
+        return self.array(f"probs_{src}")
+
+    def sources(self) -> list[str]:
+        return self.ws.sources()
 
     def store(self) -> ReviewStore:
         """The review store on the database this workspace uses (its review.sqlite, or a shared PostgreSQL
@@ -138,23 +153,32 @@ class Ctx:
         return _decisions(self.path, self.decisions_stamp())
 
     def state(self) -> pd.DataFrame:
-        return _state(self.path, _mtime(self.ws.scores_path), self.decisions_stamp())
+        return _state(self.path, self.generation, self.decisions_stamp())
 
 
 @st.cache_resource(max_entries=16, show_spinner=False)
-def _state(path: str, scores_stamp: int, dec_stamp: tuple) -> pd.DataFrame:
-    return views.review_state(_scores(path, scores_stamp)["sample_id"], _decisions(path, dec_stamp))
+def _state(path: str, generation: str, dec_stamp: tuple) -> pd.DataFrame:
+    return views.review_state(_scores(path, generation)["sample_id"], _decisions(path, dec_stamp))
+
+
+LOAD_ERROR = "_cc_ws_error"
 
 
 def load_ctx() -> Ctx | None:
-    """The open workspace, or None (after drawing an empty state that says what to do) when there is none."""
+    """The open workspace, or None when there is none or it cannot be read (the reason is kept for
+    :func:`require_ctx` / the Home page in ``st.session_state[LOAD_ERROR]``)."""
+    st.session_state.pop(LOAD_ERROR, None)
     p = current_workspace_path()
     if not p:
         return None
-    ws = Workspace(p)
-    if not ws.exists():
+    ws = _workspace(str(Path(p).expanduser().absolute()))
+    try:
+        m = ws.manifest()
+        scores = _scores(str(ws.path), m.generation)
+    except WorkspaceError as e:
+        st.session_state[LOAD_ERROR] = str(e)
         return None
-    return Ctx(ws=ws, settings=ws.settings(), scores=_scores(p, _mtime(ws.scores_path)), classes=ws.classes())
+    return Ctx(ws=ws, settings=m.settings, scores=scores, classes=list(m.settings.classes), generation=m.generation)
 
 
 ENTRY_FLAG = "_cc_entrypoint_ran"
@@ -178,7 +202,8 @@ def require_ctx() -> Ctx:
     if ctx is None:
         p = current_workspace_path()
         if p:
-            st.warning(f"`{p}` is not a scanned workspace (no workspace.json / scores.parquet).")
+            st.warning(st.session_state.get(LOAD_ERROR) or f"{p} is not a scanned workspace.",
+                       icon=":material/error:")
         st.info("No workspace is open. Go to **Home** to open a workspace, scan a dataset, or build the offline "
                 "demo in one click.", icon=":material/folder_open:")
         st.page_link("pages/home.py", label="Go to Home", icon=":material/home:")
@@ -386,8 +411,8 @@ def _card(ctx: Ctx, key: str, row: int, r: pd.Series, s: pd.Series, image: str, 
         src = "zs" if pd.notna(r.get("zs_top1_label", np.nan)) else "ens"
         top = " · ".join(f"{r[f'{src}_top{j}_label']} {float(r[f'{src}_top{j}_prob']):.0%}" for j in (1, 2, 3)
                          if f"{src}_top{j}_label" in r and pd.notna(r[f"{src}_top{j}_label"]))
-        st.caption(f"top-3 ({SOURCE_TITLES[src]}): {top}  \nnoise score **{float(r['noise_score']):.2f}**")
-        st.markdown(reason_badges(str(r["reasons"] or "")))
+        st.caption(f"top-3 ({registry.source(src).title}): {top}  \nnoise score **{float(r['noise_score']):.2f}**")
+        st.markdown(reason_badges(r["reasons"]))
         c1, c2 = st.columns(2, gap="xxsmall")
         c1.button("Keep", key=f"{ck}_a", on_click=act, args=(ctx, [row], "accept"), icon=":material/check:",
                   width="stretch", help=f"Keep the given label ({r['label']})",
@@ -409,17 +434,12 @@ def _card(ctx: Ctx, key: str, row: int, r: pd.Series, s: pd.Series, image: str, 
                   help="Details: large image, top-k of every source, nearest neighbours", width="stretch")
 
 
-SHORT_REASON = {"zero-shot loss (GMM)": "zero-shot loss", "zero-shot consistency": "zero-shot cons.",
-                "probe loss (GMM)": "probe loss", "probe consistency": "probe cons.", "ensemble vote": "ensemble",
-                "cleanlab": "cleanlab", "neighbours disagree": "k-NN"}
-
-
-def reason_badges(reasons: str) -> str:
-    """The ``reasons`` column as small badges (short names), or a note when nothing flags the sample."""
-    parts = [p.strip() for p in reasons.split(";") if p.strip()]
+def reason_badges(reasons: object) -> str:
+    """The ``reasons`` codes as small badges (registry short titles), or a note when nothing flags the sample."""
+    parts = registry.reason_titles(reasons, short=True)
     if not parts:
         return ":gray[not flagged by any detector]"
-    return " ".join(f":orange-badge[{SHORT_REASON.get(p, p)}]" for p in parts)
+    return " ".join(f":orange-badge[{p}]" for p in parts)
 
 
 def _relabel_cb(ctx: Ctx, row: int, wkey: str) -> None:
@@ -455,7 +475,7 @@ def detail_panel(ctx: Ctx, row: int, key: str) -> None:
                         f"({float(r['suggested_prob']):.0%}, {r['suggested_source']}) · "
                         f"{STATUS_BADGE.get(str(s['status']), '')}")
             st.caption(f"noise score {float(r['noise_score']):.3f} · k-NN agreement "
-                       f"{float(r['knn_agreement']):.0%} · flagged by: {r['reasons'] or 'none'}")
+                       f"{float(r['knn_agreement']):.0%} · flagged by: {registry.describe_reasons(r['reasons']) or 'none'}")
         with right:
             tk = views.topk_table(r)
             if len(tk):

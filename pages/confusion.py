@@ -6,7 +6,7 @@ import plotly.graph_objects as go
 import streamlit as st
 
 from clipcleaner_core import views
-from clipcleaner_core.detectors import SOURCE_TITLES
+from clipcleaner_core import registry
 from pages import _ui
 
 _ui.ensure_entrypoint(__file__)
@@ -17,7 +17,7 @@ _ui.page_header("Class confusion", "Rows: the given label. Columns: the class a 
                 ":material/grid_on:")
 
 K = len(ctx.classes)
-sources = [s for s in ("zs", "probe", "ens", "knn") if ctx.array(f"probs_{s}") is not None]
+sources = ctx.sources()
 if not sources or len(ctx.scores) == 0:
     st.info("No class probabilities in this workspace. Re-scan the dataset on **Home**.")
     st.stop()
@@ -27,23 +27,22 @@ if "zs" not in sources:
 
 c1, c2 = st.columns([3, 2], vertical_alignment="bottom")
 src = c1.segmented_control("Predicted by", sources, default=sources[0], key="conf_src", required=True,
-                           format_func=lambda s: SOURCE_TITLES[s])
+                           format_func=lambda s: registry.source(s).title)
 norm = c2.toggle("Row-normalised (share of the given class)", key="conf_norm", value=False)
 
 
 @st.cache_resource(max_entries=16, show_spinner=False)
-def _pred(path: str, name: str, stamp: int) -> np.ndarray:
-    return np.asarray(ctx.array(f"probs_{name}")).argmax(axis=1)
+def _pred(path: str, name: str, generation: str) -> np.ndarray:
+    return np.asarray(ctx.probs(name)).argmax(axis=1)
 
 
 @st.cache_resource(max_entries=16, show_spinner=False)
-def _counts(path: str, name: str, stamp: int) -> np.ndarray:
-    return views.confusion_counts(ctx.scores["label_idx"].to_numpy(), ctx.array(f"probs_{name}"), K)
+def _counts(path: str, name: str, generation: str) -> np.ndarray:
+    return views.confusion_counts(ctx.scores["label_idx"].to_numpy(), ctx.probs(name), K)
 
 
-stamp = _ui._mtime(ctx.ws.path / f"probs_{src}.npy")
-counts = _counts(ctx.path, src, stamp)
-pred = _pred(ctx.path, src, stamp)
+counts = _counts(ctx.path, src, ctx.generation)
+pred = _pred(ctx.path, src, ctx.generation)
 z = views.row_normalise(counts) if norm else counts.astype(float)
 # colour scale on the off-diagonal only, so disagreements are visible next to the big diagonal
 off = z * (1 - np.eye(K))
@@ -62,7 +61,7 @@ fig.add_trace(go.Scatter(x=np.asarray(ctx.classes)[si.ravel()], y=np.asarray(ctx
                          customdata=np.stack([gi.ravel(), si.ravel()], axis=1), text=text.ravel(), showlegend=False,
                          hovertemplate="given %{y} → predicted %{x}: %{text}<br>click to review<extra></extra>"))
 fig.update_layout(height=min(140 + 38 * K, 900), margin=dict(l=10, r=10, t=10, b=10),
-                  xaxis=dict(title=f"predicted ({SOURCE_TITLES[src]})", side="bottom", constrain="domain"),
+                  xaxis=dict(title=f"predicted ({registry.source(src).title})", side="bottom", constrain="domain"),
                   yaxis=dict(title="given label", autorange="reversed", scaleanchor="x"), clickmode="event+select")
 prev = st.session_state.get("conf_cell")
 if prev is not None and max(prev) < K:  # outline the cell whose samples are open below
@@ -99,7 +98,7 @@ def _pick_cell(source: str, cell: tuple | None) -> None:
 _pick_cell("heat", clicked)
 
 sim = ctx.array("class_similarity")
-sim_src = ctx.settings.get("class_similarity_source", "class prototypes")
+sim_src = ctx.settings.class_similarity_source or "class prototypes"
 st.markdown("#### Most confused class pairs — hard-noise candidates")
 st.caption(f"Similarity: cosine between **{sim_src}**. Pairs that are both confused and similar are where "
            "hard label noise hides. Select a row to review its samples.")
@@ -138,6 +137,6 @@ if (gi_, pi_) != cell:
     st.rerun()
 cand = np.flatnonzero((ctx.scores["label_idx"].to_numpy() == gi_) & (pred == pi_))
 rows = views.filter_rows(ctx.scores, ctx.state(), flagged_only=False, rows=cand)
-st.markdown(f"Given **{g_sel}**, predicted **{p_sel}** by {SOURCE_TITLES[src]}: **{len(rows):,}** samples, "
+st.markdown(f"Given **{g_sel}**, predicted **{p_sel}** by {registry.source(src).title}: **{len(rows):,}** samples, "
             f"{int(ctx.scores['flagged'].to_numpy()[rows].sum()):,} flagged.")
 _ui.sample_grid(ctx, rows, "conf", empty="No sample in this cell.")

@@ -23,17 +23,16 @@ if N == 0:
 
 
 @st.cache_resource(max_entries=8, show_spinner="Computing the PCA layout…")
-def _pca(path: str, stamp: int) -> np.ndarray:
+def _pca(path: str, generation: str) -> np.ndarray:
     return layout.layout(ctx.ws, "pca")
 
 
 @st.cache_resource(max_entries=8, show_spinner=False)
-def _umap(path: str, stamp: int, meta_stamp: int) -> np.ndarray | None:
+def _umap(path: str, generation: str, meta_stamp: int) -> np.ndarray | None:
     return layout.cached_layout(ctx.ws, "umap")
 
 
-emb_stamp = _ui._mtime(ctx.ws.embeddings_path)
-umap_xy = _umap(ctx.path, emb_stamp, _ui._mtime(ctx.ws.cache_dir / "layout_umap.json"))
+umap_xy = _umap(ctx.path, ctx.generation, _ui._mtime(ctx.ws.cache_dir / "layout_umap.json"))
 job = layout.job_status(ctx.ws)
 
 c1, c2, c3, c4 = st.columns([2, 2, 2, 3], vertical_alignment="bottom")
@@ -72,7 +71,7 @@ if umap_xy is None and job is not None and job.state in ("running", "failed"):
 elif umap_xy is None:
     st.caption("Showing PCA (instant). UMAP usually separates classes much better — compute it once, it is cached.")
 
-xy = umap_xy if kind == "UMAP" and umap_xy is not None else _pca(ctx.path, emb_stamp)
+xy = umap_xy if kind == "UMAP" and umap_xy is not None else _pca(ctx.path, ctx.generation)
 scores = ctx.scores
 state = ctx.state()
 flag = scores["flagged"].to_numpy(dtype=bool)
@@ -102,14 +101,14 @@ FIXED = {"flagged": "#ef4444", "not flagged": "#c7d2fe", "not reviewed": "#cbd5e
 
 
 @st.cache_resource(max_entries=8, show_spinner=False)
-def _hover(path: str, stamp: int) -> np.ndarray:
+def _hover(path: str, generation: str) -> np.ndarray:
     s = ctx.scores
     return (s["path"].to_numpy(dtype=object) + "<br>given: " + s["label"].to_numpy(dtype=object)
             + "<br>suggested: " + s["suggested_label"].to_numpy(dtype=object) + "<br>score: "
             + s["noise_score"].round(2).astype(str).to_numpy(dtype=object))
 
 
-hover = _hover(ctx.path, _ui._mtime(ctx.ws.scores_path))
+hover = _hover(ctx.path, ctx.generation)
 fig = go.Figure()
 sub_cat = cat[show]
 for i, c in enumerate(order):

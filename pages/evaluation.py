@@ -6,7 +6,7 @@ import pandas as pd
 import plotly.graph_objects as go
 import streamlit as st
 
-from clipcleaner_core import evaluate, views
+from clipcleaner_core import evaluate, registry, views
 from pages import _ui
 
 _ui.ensure_entrypoint(__file__)
@@ -22,12 +22,12 @@ st.caption(f"Truth: `{tp}`")
 
 
 @st.cache_resource(max_entries=4, show_spinner=False)
-def _truth(path: str, stamp: int, tpath: str, tstamp: int) -> pd.Series:
+def _truth(path: str, generation: str, tpath: str, tstamp: int) -> pd.Series:
     return evaluate.truth_labels(ctx.scores, tpath)
 
 
-truth = _truth(ctx.path, _ui._mtime(ctx.ws.scores_path), str(tp), _ui._mtime(tp))
-method = ctx.settings.get("scoring", {}).get("method")
+truth = _truth(ctx.path, ctx.generation, str(tp), _ui._mtime(tp))
+method = ctx.settings.method
 res = evaluate.evaluate_scores(ctx.scores, truth, method)
 if res["samples"] == 0:
     st.warning("No scored sample appears in the truth file (paths are matched as absolute paths).")
@@ -47,19 +47,19 @@ st.caption("Precision / recall / F1 of each detector's flags; AUROC and average 
 known = truth.notna().to_numpy()
 noisy = ctx.scores["label"].astype(str).to_numpy()[known] != truth[known].astype(str).to_numpy()
 fig = go.Figure()
-colors = {"ens": "#4f46e5", "cc": "#10b981", "cleanlab": "#f59e0b", "knn": "#ef4444"}
-for key, title in evaluate.DETECTORS.items():
-    if f"{key}_score" not in ctx.scores:
+for det in registry.DETECTORS:
+    key, title = det.key, res["detectors"].get(det.key, {}).get("detector", det.title)
+    if det.score_column not in ctx.scores or key not in res["detectors"]:
         continue
-    pr = evaluate.pr_curve(noisy, ctx.scores[f"{key}_score"].to_numpy()[known])
+    pr = evaluate.pr_curve(noisy, ctx.scores[det.score_column].to_numpy()[known])
     if len(pr) > 4000:  # thin the curve for the browser; the metrics above use every point
         pr = pr.iloc[np.linspace(0, len(pr) - 1, 4000).astype(int)]
     fig.add_trace(go.Scatter(x=pr["recall"], y=pr["precision"], mode="lines", name=title,
-                             line=dict(color=colors.get(key), width=2.5 if key == "ens" else 1.8),
+                             line=dict(color=det.colour, width=2.5 if key == method else 1.8),
                              hovertemplate="recall %{x:.2f}, precision %{y:.2f}<extra>" + title + "</extra>"))
     d = res["detectors"][key]
     fig.add_trace(go.Scatter(x=[d["recall"]], y=[d["precision"]], mode="markers", showlegend=False,
-                             marker=dict(color=colors.get(key), size=10, symbol="diamond",
+                             marker=dict(color=det.colour, size=10, symbol="diamond",
                                          line=dict(color="white", width=1)),
                              hovertemplate=f"{title} flags: recall %{{x:.2f}}, precision %{{y:.2f}}<extra></extra>"))
 fig.add_hline(y=res["noise_rate"], line_dash="dot", line_color="#94a3b8",

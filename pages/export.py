@@ -36,12 +36,12 @@ undecided = c2.radio("Undecided samples (incl. 'unsure')", list(UND), format_fun
 
 
 @st.cache_data(max_entries=16, show_spinner=False)
-def _table(path: str, scores_stamp: int, dec_stamp: tuple, excluded: str, undecided: str):
+def _table(path: str, generation: str, dec_stamp: tuple, excluded: str, undecided: str):
     t = export.cleaned_table(ctx.scores, ctx.decisions(), excluded=excluded, undecided=undecided)
     return t, export.to_safe_csv(t)
 
 
-table, csv_text = _table(ctx.path, _ui._mtime(ctx.ws.scores_path), ctx.decisions_stamp(), excluded, undecided)
+table, csv_text = _table(ctx.path, ctx.generation, ctx.decisions_stamp(), excluded, undecided)
 changed = int((table["label"] != table["original_label"]).sum())
 st.markdown(f"The cleaned table has **{len(table):,}** rows ({len(ctx.scores) - len(table):,} dropped), "
             f"**{changed:,}** with a new label.")

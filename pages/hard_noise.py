@@ -7,7 +7,7 @@ import pandas as pd
 import plotly.graph_objects as go
 import streamlit as st
 
-from clipcleaner_core import views
+from clipcleaner_core import registry, views
 from clipcleaner_core.evaluate import truth_labels
 from pages import _ui
 
@@ -22,7 +22,7 @@ _ui.page_header("Hard noise", "Label noise is *hard* when an image is given the 
                 ":material/compare:")
 
 sim = ctx.array("class_similarity")
-sim_src = ctx.settings.get("class_similarity_source", "class prototypes")
+sim_src = ctx.settings.class_similarity_source or "class prototypes"
 if sim is None or len(ctx.scores) == 0:
     st.info("This workspace has no class-similarity matrix. Re-scan the dataset on **Home**.")
     st.stop()
@@ -48,17 +48,17 @@ with st.expander("Ground-truth labels file" + (f": `{tp}`" if tp else " (none se
 
 
 @st.cache_resource(max_entries=4, show_spinner="Training the small-loss baseline (in-sample logistic regression)…")
-def _small_loss(path: str, stamp: int) -> np.ndarray:
+def _small_loss(path: str, generation: str) -> np.ndarray:
     return views.cached_small_loss(ctx.ws)
 
 
 @st.cache_resource(max_entries=4, show_spinner=False)
-def _truth(path: str, stamp: int, tpath: str, tstamp: int) -> pd.Series:
+def _truth(path: str, generation: str, tpath: str, tstamp: int) -> pd.Series:
     return truth_labels(ctx.scores, tpath)
 
 
 def truth_section(tp) -> None:
-    truth = _truth(ctx.path, _ui._mtime(ctx.ws.scores_path), str(tp), _ui._mtime(tp))
+    truth = _truth(ctx.path, ctx.generation, str(tp), _ui._mtime(tp))
     tidx = views.truth_indices(ctx.scores, truth, ctx.classes)
     kinds = views.flip_kinds(ctx.scores["label_idx"].to_numpy(), tidx, sim)
     loss = None
@@ -66,20 +66,19 @@ def truth_section(tp) -> None:
         if st.button(f"Train the small-loss baseline ({len(ctx.scores):,} samples, roughly "
                      f"{max(1, round(len(ctx.scores) / 70_000))} min once, then cached)", key="hn_sl_btn",
                      icon=":material/model_training:"):
-            loss = _small_loss(ctx.path, _ui._mtime(ctx.ws.scores_path))
+            loss = _small_loss(ctx.path, ctx.generation)
         else:
             st.caption(f"Above {SMALL_LOSS_AUTO:,} samples the small-loss baseline is trained only on request; the "
                        "detectors below need no training.")
     else:
-        loss = _small_loss(ctx.path, _ui._mtime(ctx.ws.scores_path))
+        loss = _small_loss(ctx.path, ctx.generation)
     flag_default = ctx.scores["flagged"].to_numpy(dtype=bool)
     share = float(flag_default.mean())
-    method = ctx.settings.get("scoring", {}).get("method", "ensemble")
+    method = ctx.settings.method
     flags = {f"default ({method})": flag_default}
-    for key, title in (("ens_flag", "ensemble"), ("cc_flag", "CLIPCleaner (METHOD.md)"), ("cleanlab_flag", "cleanlab"),
-                       ("knn_flag", "k-NN agreement")):
-        if key in ctx.scores and not (key == "ens_flag" and method == "ensemble"):
-            flags[title] = ctx.scores[key].to_numpy(dtype=bool)
+    for d in registry.DETECTORS:
+        if d.flag_column in ctx.scores and d.key != method:
+            flags[d.short] = ctx.scores[d.flag_column].to_numpy(dtype=bool)
     if loss is not None:
         flags[f"small-loss, top {share:.0%}"] = views.small_loss_flags(loss, share)
         flags["small-loss, GMM split"] = views.small_loss_flags(loss, None)
@@ -117,12 +116,12 @@ else:
 st.divider()
 st.markdown("#### Most similar class pairs")
 st.caption(f"Cosine similarity between **{sim_src}**"
-           + (" (the pixels encoder is not CLIP: these are raw-pixel centroids)." if ctx.settings.get("encoder_kind")
+           + (" (the pixels encoder is not CLIP: these are raw-pixel centroids)." if ctx.settings.encoder_kind
               == "pixels" else "."))
 pairs = views.similar_pairs(sim, ctx.classes, top=10)
 K = len(ctx.classes)
-counts = views.confusion_counts(ctx.scores["label_idx"].to_numpy(), ctx.array("probs_ens"), K) \
-    if ctx.array("probs_ens") is not None else np.zeros((K, K), dtype=int)
+counts = views.confusion_counts(ctx.scores["label_idx"].to_numpy(), ctx.probs("ens"), K) \
+    if ctx.probs("ens") is not None else np.zeros((K, K), dtype=int)
 pairs["a→b suggested"] = counts[pairs["a_idx"], pairs["b_idx"]]
 pairs["b→a suggested"] = counts[pairs["b_idx"], pairs["a_idx"]]
 tsel = st.dataframe(pairs[["a", "b", "similarity", "a→b suggested", "b→a suggested"]], hide_index=True,

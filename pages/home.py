@@ -9,7 +9,8 @@ import pandas as pd
 import plotly.graph_objects as go
 import streamlit as st
 
-from clipcleaner_core import views
+from clipcleaner_core import registry, views
+from clipcleaner_core.pipeline import DEFAULT_PRETRAINED
 from clipcleaner_core.workspace import Workspace
 from pages import _ui
 
@@ -58,8 +59,8 @@ def _run_scan(data: str, ws_dir: str, classes_file: str | None, enc, truth: str 
             with st.expander("Traceback"):
                 st.code(traceback.format_exc())
             return False
-        status.update(label=f"Scanned {res.settings['counts']['scored']:,} samples: "
-                            f"{res.settings['counts']['flagged']:,} flagged", state="complete", expanded=False)
+        status.update(label=f"Scanned {res.settings.counts['scored']:,} samples: "
+                            f"{res.settings.counts['flagged']:,} flagged", state="complete", expanded=False)
     if truth:
         views.set_truth_path(Workspace(ws_dir), truth)
     _ui.open_workspace(ws_dir)
@@ -105,7 +106,7 @@ def start_panel(expanded_tab: bool = True) -> None:
                                    help="clip: open_clip model (needs weights); pixels: raw pixels, no weights, "
                                         "not CLIP (no zero-shot)")
             model = e2.text_input("Model", value="ViT-B-32", key="scan_model")
-            pretrained = e3.text_input("Pretrained tag", value="laion2b_s34b_b79k", key="scan_pretrained",
+            pretrained = e3.text_input("Pretrained tag", value=DEFAULT_PRETRAINED, key="scan_pretrained",
                                        help="An open_clip tag whose weights are cached locally")
             checkpoint = e4.text_input("…or checkpoint file", key="scan_checkpoint", help="A local open_clip state_dict (overrides the tag)")
             model_config = st.text_input("Model config JSON (optional)", key="scan_model_config",
@@ -150,7 +151,7 @@ reviewed = summ["flagged"] - dec["undecided"]
 
 head_l, head_r = st.columns([5, 1], vertical_alignment="center")
 head_l.markdown(f"### Workspace `{ctx.ws.path.name}`")
-head_l.caption(f"`{ctx.ws.path}` · scanned {S.get('scanned_at', '?')} · data `{S.get('data', {}).get('source', '?')}`")
+head_l.caption(f"`{ctx.ws.path}` · scanned {S.scanned_at or '?'} · data `{S.data.source or '?'}`")
 if head_r.button("Close workspace", icon=":material/logout:", key="close_ws"):
     _ui.close_workspace()
     st.rerun()
@@ -176,11 +177,10 @@ left, right = st.columns([3, 2])
 with left:
     st.markdown("#### Flags per detector")
     fc = summ["flag_counts"]
-    names = {"ensemble": "ensemble (default)", "clipcleaner": "CLIPCleaner (METHOD.md)", "cleanlab": "cleanlab",
-             "knn": "k-NN agreement"}
+    names = {d.key: d.title for d in registry.DETECTORS}
     if fc:
         keys = list(fc)
-        colors = ["#4f46e5" if k == summ["method"] else "#a5b4fc" for k in keys]
+        colors = [registry.detector(k).colour if k in names else "#a5b4fc" for k in keys]
         fig = go.Figure(go.Bar(x=[fc[k] for k in keys], y=[names.get(k, k) for k in keys], orientation="h",
                                marker_color=colors, text=[f"{fc[k]:,} ({fc[k] / max(summ['scored'], 1):.0%})"
                                                           for k in keys], textposition="auto"))

@@ -295,7 +295,7 @@ def test_export_imagefolder(fresh_ws, tmp_path):
 def test_evaluation_metrics(fresh_ws):
     at = app(fresh_ws, "pages/evaluation.py")
     tab = at.dataframe[0].value
-    assert {"ensemble (default)", "cleanlab", "k-NN agreement"} <= set(tab["detector"])
+    assert {"ensemble vote (default)", "cleanlab (confident learning)", "neighbours disagree (k-NN)"} <= set(tab["detector"])
     assert (tab["auroc"] > 0.5).all() and (tab["precision"] <= 1).all()
     labels = {m.label: m.value for m in at.metric}
     assert labels["Mislabelled"] == "539"

@@ -16,11 +16,15 @@ import pytest
 from PIL import Image
 
 import _corpus
+from clipcleaner_core.workspace import Workspace
+from clipcleaner_core.config import EncoderConfig
 from clipcleaner_core import cli, pipeline
 from clipcleaner_core.dataset import (
     DatasetError, limit_aspect, load_dataset, load_image, make_sample_id,
 )
 from clipcleaner_core.detectors import METHODS, ScoreConfig, detect
+
+PIXELS = EncoderConfig(encoder="pixels")  # no weights needed (not CLIP)
 
 IMAGE_CASE_NAMES = [c.name for c, _ in _corpus.image_cases()] + [
     "symlink_loop_self", "symlink_to_root", "symlink_file_loop", "dangling_symlink", "top_level_file"]
@@ -33,8 +37,8 @@ def folder_scan(tmp_path_factory):
     base = tmp_path_factory.mktemp("corpus")
     corpus = _corpus.build_imagefolder(base / "data")
     logs: list[str] = []
-    result = pipeline.scan(corpus.root, base / "ws", log=logs.append)
-    dataset = pd.read_parquet(base / "ws" / "dataset.parquet")
+    result = pipeline.scan(corpus.root, base / "ws", log=logs.append, encoder=PIXELS)
+    dataset = Workspace(base / "ws").dataset()
     return corpus, result, dataset, logs
 
 
@@ -54,7 +58,7 @@ def test_image_case(folder_scan, name):
         assert row["label"] == case.label
         return
     if not case.in_samples:  # not a sample: reported in the notes, and nothing under it was taken
-        notes = result.settings["notes"]
+        notes = result.settings.notes
         hit = [n for n in notes if case.rel_str in n]
         assert hit, notes
         assert case.why in hit[0].lower(), hit[0]
@@ -85,8 +89,8 @@ def test_folder_scan_totals(folder_scan):
     assert len(dataset) == len(result.scores) + len(result.problems)
     # the symlink back to the root did not give the other classes' images a second label
     assert dataset["sample_id"].is_unique and not dataset["path"].str.contains("/up/").any()
-    assert result.settings["counts"]["unusable"] == len(bad)
-    emb = np.load(result.workspace.embeddings_path)
+    assert result.settings.counts["unusable"] == len(bad)
+    emb = np.asarray(result.workspace.embeddings())
     assert emb.shape[0] == len(result.scores) and np.isfinite(emb.astype(np.float32)).all()
     assert any("failed to decode" in m for m in logs)
 
@@ -202,9 +206,10 @@ def test_unreadable_permissions(tmp_path):
     code = (
         "import json, sys\n"
         "from clipcleaner_core import pipeline\n"
-        "r = pipeline.scan(sys.argv[1], sys.argv[2])\n"
+        "from clipcleaner_core.config import EncoderConfig\n"
+        "r = pipeline.scan(sys.argv[1], sys.argv[2], encoder=EncoderConfig(encoder='pixels'))\n"
         "print(json.dumps({'scored': sorted(r.scores['path']), 'problems': r.problems[['path', 'status', "
-        "'reason']].to_dict('records'), 'notes': r.settings['notes']}))\n"
+        "'reason']].to_dict('records'), 'notes': list(r.settings.notes)}))\n"
     )
     libc = ctypes.CDLL(None, use_errno=True)
 
@@ -234,15 +239,15 @@ def test_ten_percent_bad_files_still_scan_and_score_the_rest(tmp_path):
     root = tmp_path / "data"
     good, bad = _corpus.add_bad_fraction(root, n_good_per_class=30, fraction=0.1)
     assert len(good) == 90 and len(bad) == 10
-    r = pipeline.scan(root, tmp_path / "ws")
+    r = pipeline.scan(root, tmp_path / "ws", encoder=PIXELS)
     assert sorted(r.scores["path"]) == sorted(good)
     assert sorted(r.problems["path"]) == sorted(bad)
     for path, reason in zip(r.problems["path"], r.problems["reason"]):
         assert Path(path).name in reason
     # the three colour classes are easy and correctly labelled: the default detector flags none of the 90
     assert r.scores["flagged"].sum() == 0
-    assert r.settings["detection"]["criteria_used"] == ["lr_loss", "lr_cons"]
-    assert r.settings["counts"] == {**r.settings["counts"], "samples": 100, "unusable": 10, "scored": 90}
+    assert list(r.settings.detection.criteria_used) == ["lr_loss", "lr_cons"]
+    assert r.settings.counts == {**r.settings.counts, "samples": 100, "unusable": 10, "scored": 90}
 
 
 def test_clip_checkpoint_cli_scan_of_the_corpus(tiny_clip, tmp_path, capsys):
@@ -259,9 +264,9 @@ def test_clip_checkpoint_cli_scan_of_the_corpus(tiny_clip, tmp_path, capsys):
     for c in bad:
         shown = c.basename if isinstance(c.rel, str) else "bad_\\xff\\xfe_name.png"
         assert shown in out, shown
-    scores = pd.read_parquet(ws / "scores.parquet")
+    scores = Workspace(ws).scores()
     assert len(scores) == 3 * 4 + sum(c.usable for c in corpus.cases)
-    settings = json.loads((ws / "workspace.json").read_text())
+    settings = json.loads((ws / "workspace.json").read_text())["settings"]
     assert settings["encoder_kind"] == "clip" and settings["zero_shot"]["available"]
     assert "symlink loop" in out and "top level" in out  # the notes are printed
 
@@ -286,7 +291,7 @@ def test_table_case(table_cases, name, tmp_path):
         msg = str(ei.value)
         assert str(tc.file) in msg and tc.error in msg, msg
         with pytest.raises(DatasetError):  # the scan stops with the same clear error, no traceback from inside
-            pipeline.scan(tc.file, tmp_path / "ws", **tc.kwargs)
+            pipeline.scan(tc.file, tmp_path / "ws", **tc.kwargs, encoder=PIXELS)
         return
     ds = load_dataset(tc.file, **tc.kwargs)
     s = ds.samples
@@ -303,36 +308,36 @@ def test_table_case(table_cases, name, tmp_path):
         assert tc.file.name in reason and (" line " in reason or " row " in reason), reason
     assert s["sample_id"].is_unique
     # the scan completes, scores exactly the usable rows and lists the others as problems
-    r = pipeline.scan(tc.file, tmp_path / "ws", **tc.kwargs)
+    r = pipeline.scan(tc.file, tmp_path / "ws", **tc.kwargs, encoder=PIXELS)
     assert sorted(r.scores["sample_id"]) == sorted(ds.ok["sample_id"])
     assert sorted(r.problems["sample_id"]) == sorted(ds.problems["sample_id"])
     if len(ds.ok) == 0:
-        assert any("no usable image" in n for n in r.settings["notes"])
+        assert any("no usable image" in n for n in r.settings.notes)
 
 
 def test_paths_outside_the_root_need_the_flag(table_cases, tmp_path, capsys):
     root, cases = table_cases
     for name in ("absolute_outside.csv", "dotdot_escape.csv"):
         tc = cases[name]
-        r = pipeline.scan(tc.file, tmp_path / f"ws-{name}")
+        r = pipeline.scan(tc.file, tmp_path / f"ws-{name}", encoder=PIXELS)
         assert r.problems["status"].tolist() == ["outside_root"]
         assert "--allow-outside-root" in r.problems["reason"].iloc[0]
         assert not r.scores["path"].str.contains("elsewhere").any()
-        r2 = pipeline.scan(tc.file, tmp_path / f"ws2-{name}", allow_outside_root=True)
+        r2 = pipeline.scan(tc.file, tmp_path / f"ws2-{name}", allow_outside_root=True, encoder=PIXELS)
         assert len(r2.problems) == 0 and r2.scores["path"].str.endswith("elsewhere.png").sum() == 1
     tc = cases["dotdot_escape.csv"]
-    assert cli.main(["scan", str(tc.file), "-w", str(tmp_path / "ws-cli"), "-q"]) == 0
+    assert cli.main(["scan", "--encoder", "pixels", str(tc.file), "-w", str(tmp_path / "ws-cli"), "-q"]) == 0
     assert "outside the dataset root" in capsys.readouterr().out
-    assert cli.main(["scan", str(tc.file), "-w", str(tmp_path / "ws-cli2"), "-q", "--allow-outside-root"]) == 0
+    assert cli.main(["scan", "--encoder", "pixels", str(tc.file), "-w", str(tmp_path / "ws-cli2"), "-q", "--allow-outside-root"]) == 0
     assert "could not be used" not in capsys.readouterr().out
 
 
 def test_empty_dataset_is_a_clear_outcome(table_cases, tmp_path, capsys):
     root, cases = table_cases
     tc = cases["header_only.csv"]
-    r = pipeline.scan(tc.file, tmp_path / "ws")
+    r = pipeline.scan(tc.file, tmp_path / "ws", encoder=PIXELS)
     assert len(r.scores) == 0 and len(r.problems) == 0
-    rc = cli.main(["scan", str(tc.file), "-w", str(tmp_path / "ws2"), "-q"])
+    rc = cli.main(["scan", "--encoder", "pixels", str(tc.file), "-w", str(tmp_path / "ws2"), "-q"])
     captured = capsys.readouterr()
     assert rc == 1
     assert "no usable image" in captured.err and str(tc.file) in captured.err
@@ -342,7 +347,7 @@ def test_empty_dataset_is_a_clear_outcome(table_cases, tmp_path, capsys):
     (d / "cat").mkdir(parents=True)
     (d / "cat" / "a.jpg").write_bytes(b"")
     (d / "cat" / "b.png").write_bytes(b"not a png")
-    rc = cli.main(["scan", str(d), "-w", str(tmp_path / "ws3"), "-q"])
+    rc = cli.main(["scan", "--encoder", "pixels", str(d), "-w", str(tmp_path / "ws3"), "-q"])
     captured = capsys.readouterr()
     assert rc == 1 and "a.jpg" in captured.out and "b.png" in captured.out
     assert "no usable image" in captured.err
@@ -403,7 +408,7 @@ def test_classes_file_problems_are_named(tmp_path, name, content, why):
     with pytest.raises(DatasetError) as ei:
         load_dataset(data, classes_file=cf)
     assert str(cf) in str(ei.value) and why in str(ei.value)
-    assert cli.main(["scan", str(data), "-w", str(tmp_path / "ws"), "--classes", str(cf), "-q"]) == 2
+    assert cli.main(["scan", "--encoder", "pixels", str(data), "-w", str(tmp_path / "ws"), "--classes", str(cf), "-q"]) == 2
 
 
 def test_non_utf8_class_folder(tmp_path):
@@ -413,11 +418,11 @@ def test_non_utf8_class_folder(tmp_path):
     bad = os.path.join(os.fsencode(data), b"caf\xe9")  # Latin-1 folder name
     os.makedirs(bad)
     _corpus.good_image("bird", 1).save(os.path.join(bad, b"x.png").decode("utf-8", "surrogateescape"))
-    r = pipeline.scan(data, tmp_path / "ws")
+    r = pipeline.scan(data, tmp_path / "ws", encoder=PIXELS)
     assert len(r.scores) == 6
     assert r.problems["status"].tolist() == ["invalid_name"]
     assert "caf\\xe9/x.png" in r.problems["reason"].iloc[0] and "not valid UTF-8" in r.problems["reason"].iloc[0]
-    assert "caf\\xe9" in r.settings["classes"]  # shown escaped, never crashes the parquet/JSON writers
+    assert "caf\\xe9" in r.settings.classes  # shown escaped, never crashes the parquet/JSON writers
 
 
 def test_dataset_opened_through_a_symlinked_folder_keeps_relative_ids(tmp_path):

@@ -13,6 +13,7 @@ import pandas as pd
 import pytest
 from PIL import Image
 
+from clipcleaner_core.workspace import Workspace
 from clipcleaner_core import encoders
 from clipcleaner_core.encoders import WeightsUnavailable, make_encoder
 
@@ -121,14 +122,14 @@ def test_cli_scan_with_clip_checkpoint_end_to_end(tiny_clip, demo_dir, tmp_path)
              "--model", tiny_clip["model"], "--model-config", tiny_clip["config"], "--checkpoint",
              tiny_clip["checkpoint"], "--workers", "0", "--quiet")
     assert r.returncode == 0, r.stderr
-    settings = json.loads((ws / "workspace.json").read_text())
+    settings = json.loads((ws / "workspace.json").read_text())["settings"]
     assert settings["encoder"]["encoder"] == "clip" and settings["zero_shot"]["available"]
     assert settings["detection"]["criteria_used"] == ["zs_loss", "zs_cons", "lr_loss", "lr_cons"]
     assert settings["zero_shot"]["prompts"] == 10 * 8
-    scores = pd.read_parquet(ws / "scores.parquet")
+    scores = Workspace(ws).scores()
     assert len(scores) == 60 and scores["zs_loss_score"].notna().all()
     assert scores["suggested_source"].iloc[0] == "zero-shot CLIP"
-    emb = np.load(ws / "embeddings.npy", mmap_mode="r")
+    emb = Workspace(ws).embeddings()
     assert emb.dtype == np.float16 and emb.shape == (60, 32)
     # second scan reuses the cached embeddings
     r2 = _cli("scan", str(table), "--root", str(demo_dir), "--classes", str(demo_dir / "classes.txt"), "-w", str(ws), "--encoder", "clip",
@@ -136,7 +137,7 @@ def test_cli_scan_with_clip_checkpoint_end_to_end(tiny_clip, demo_dir, tmp_path)
               tiny_clip["checkpoint"], "--workers", "0", "--method", "clipcleaner")
     assert r2.returncode == 0, r2.stderr
     assert "reused from cache" in r2.stderr
-    np.testing.assert_array_equal(np.load(ws / "embeddings.npy"), emb)
+    np.testing.assert_array_equal(np.asarray(Workspace(ws).embeddings()), emb)
 
 
 def test_cli_reports_missing_weights_clearly(demo_dir, tmp_path):

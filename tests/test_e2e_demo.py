@@ -10,11 +10,15 @@ from pathlib import Path
 import pandas as pd
 import pytest
 
+from clipcleaner_core.workspace import Workspace
+from clipcleaner_core.config import EncoderConfig
 from clipcleaner_core.decisions import ReviewStore
 from clipcleaner_core.demo import write_demo
 from clipcleaner_core.evaluate import evaluate_workspace
 from clipcleaner_core.export import export_csv
 from clipcleaner_core.pipeline import scan
+
+PIXELS = EncoderConfig(encoder="pixels")  # no weights needed (not CLIP)
 
 # (noise, rate, minimum AUROC of the default noise_score)
 TARGETS = [("sym", 0.2, 0.97), ("sym", 0.4, 0.97), ("hard", 0.2, 0.93), ("hard", 0.3, 0.93)]
@@ -35,14 +39,14 @@ def shared(tmp_path_factory):
 @pytest.mark.parametrize("noise,rate,min_auroc", TARGETS, ids=[f"{n}{r}" for n, r, _ in TARGETS])
 def test_default_beats_baselines_on_demo(shared, noise, rate, min_auroc):
     write_demo(shared["data"], noise=noise, rate=rate, seed=0)
-    scan(shared["data"] / "labels.csv", shared["ws"], classes_file=shared["data"] / "classes.txt")
+    scan(shared["data"] / "labels.csv", shared["ws"], classes_file=shared["data"] / "classes.txt", encoder=PIXELS)
     res = evaluate_workspace(shared["ws"], shared["data"] / "truth.csv")
     det = res["detectors"]
     assert res["samples"] == 1797 and res["mislabelled"] == round(rate * 1797)
     best_baseline = max(det["cleanlab"]["f1"], det["knn"]["f1"])
-    assert det["ens"]["f1"] >= best_baseline, det
-    assert det["ens"]["auroc"] >= min_auroc, det
-    assert det["cc"]["recall"] > 0.9  # the METHOD.md selection trades precision for a clean set
+    assert det["ensemble"]["f1"] >= best_baseline, det
+    assert det["ensemble"]["auroc"] >= min_auroc, det
+    assert det["clipcleaner"]["recall"] > 0.9  # the METHOD.md selection trades precision for a clean set
 
 
 def test_cli_demo_scan_evaluate_export(tmp_path):
@@ -55,7 +59,7 @@ def test_cli_demo_scan_evaluate_export(tmp_path):
     assert list(noisy.columns) == ["path", "label"] and len(noisy) == 1797
     assert (truth["label"] != noisy["label"]).sum() == round(0.3 * 1797)  # default: mixed noise, 30%
 
-    r = _cli("scan", str(data / "labels.csv"), "--classes", str(data / "classes.txt"), "-w", str(ws), "--quiet")
+    r = _cli("scan", "--encoder", "pixels", str(data / "labels.csv"), "--classes", str(data / "classes.txt"), "-w", str(ws), "--quiet")
     assert r.returncode == 0, r.stderr
     assert "no text tower" in r.stdout  # honest about the missing zero-shot criteria
     r = _cli("layout", str(ws))  # the embedding map's layouts, computed outside the app
@@ -68,11 +72,11 @@ def test_cli_demo_scan_evaluate_export(tmp_path):
     r = _cli("evaluate", str(ws), "--truth", str(data / "truth.csv"), "--json")
     assert r.returncode == 0, r.stderr
     ev = json.loads(r.stdout)
-    assert ev["detectors"]["ens"]["auroc"] > 0.93
+    assert ev["detectors"]["ensemble"]["auroc"] > 0.93
     r = _cli("evaluate", str(ws), "--truth", str(data / "truth.csv"))
-    assert "ensemble (default)" in r.stdout and "cleanlab" in r.stdout
+    assert "ensemble vote (default)" in r.stdout and "cleanlab" in r.stdout
 
-    scores = pd.read_parquet(ws / "scores.parquet")
+    scores = Workspace(ws).scores()
     for col in ["sample_id", "path", "label", "suggested_label", "noise_score", "flagged", "lr_loss_score",
                 "lr_loss_kept", "lr_cons_score", "lr_cons_kept", "zs_loss_score", "cleanlab_flag", "knn_flag",
                 "probe_top1_label", "probe_top3_prob"]:
@@ -112,8 +116,8 @@ def test_rescan_reuses_embeddings_and_rescore_changes_method(demo_dir, tmp_path)
     from clipcleaner_core.pipeline import rescore
     from clipcleaner_core.detectors import ScoreConfig
 
-    r1 = scan(demo_dir / "labels.csv", tmp_path / "ws", classes_file=demo_dir / "classes.txt")
-    r2 = scan(demo_dir / "labels.csv", tmp_path / "ws", classes_file=demo_dir / "classes.txt")
+    r1 = scan(demo_dir / "labels.csv", tmp_path / "ws", classes_file=demo_dir / "classes.txt", encoder=PIXELS)
+    r2 = scan(demo_dir / "labels.csv", tmp_path / "ws", classes_file=demo_dir / "classes.txt", encoder=PIXELS)
     pd.testing.assert_frame_equal(r1.scores, r2.scores)
     seen = []
     r3 = rescore(tmp_path / "ws", ScoreConfig(method="clipcleaner", probe="faithful"),
@@ -122,4 +126,4 @@ def test_rescan_reuses_embeddings_and_rescore_changes_method(demo_dir, tmp_path)
     assert steps[-1][0] == steps[-1][1] == 1 + 5 + 5  # faithful fit, 5 out-of-fold fits for cleanlab, 5 steps
     assert [d for d, _ in steps] == sorted(d for d, _ in steps)
     assert (r3.scores["flagged"] == r3.scores["cc_flag"]).all()
-    assert r3.settings["scoring"]["probe"] == "faithful"
+    assert r3.settings.scoring.probe == "faithful"

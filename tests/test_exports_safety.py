@@ -14,11 +14,14 @@ import pandas as pd
 import pytest
 
 import _corpus
+from clipcleaner_core.config import EncoderConfig
 from clipcleaner_core import cli, export, pipeline
 from clipcleaner_core import workspace as workspace_mod
 from clipcleaner_core.dataset import load_dataset
 from clipcleaner_core.decisions import ReviewStore
 from clipcleaner_core.export import cleaned_table, export_csv, export_imagefolder, export_report
+
+PIXELS = EncoderConfig(encoder="pixels")  # no weights needed (not CLIP)
 
 REPO = Path(__file__).resolve().parents[1]
 FORMULA_START = ("=", "+", "-", "@", "\t", "\r")
@@ -54,7 +57,7 @@ def evil_ws(tmp_path):
             (root / cls).mkdir(parents=True, exist_ok=True)
             _corpus.good_image(look, 10 * k + i).save(root / cls / name)
     ws = tmp_path / "ws"
-    r = pipeline.scan(root, ws)
+    r = pipeline.scan(root, ws, encoder=PIXELS)
     ids = r.scores.set_index("path")["sample_id"]
     with ReviewStore.for_workspace(ws, reviewer="@evil") as store:
         store.record(ids["=cmd|' -C calc'!A0/=HYPERLINK(x).png"], "relabel", "=2+3")
@@ -211,7 +214,7 @@ def test_scan_review_export_never_touch_the_source_images(evil_ws, tmp_path):
     # a symlinked image in the source tree too: exports must not follow it into writing
     os.symlink(root / "-1" / "img_1.png", root / "-1" / "linked.png")
     before = tree_digest(root)
-    res = pipeline.scan(root, ws)  # re-scan, then the whole review + export cycle
+    res = pipeline.scan(root, ws, encoder=PIXELS)  # re-scan, then the whole review + export cycle
     with ReviewStore.for_workspace(ws) as store:
         store.record_many(list(res.scores["sample_id"].iloc[:3]), "exclude")
         store.record(res.scores["sample_id"].iloc[4], "relabel", "+plus")

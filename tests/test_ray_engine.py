@@ -66,8 +66,8 @@ def test_ray_engine_matches_local_engine(local_ray, tiny_clip, small_set, tmp_pa
     assert "1 sample(s) could not be used" in out and "corrupt.png: cannot decode image" in out
 
     wl, wr = Workspace(tmp_path / "ws_local"), Workspace(tmp_path / "ws_ray")
-    sl = json.loads(wl.settings_path.read_text())
-    sr = json.loads(wr.settings_path.read_text())
+    sl = json.loads(wl.settings_path.read_text())["settings"]
+    sr = json.loads(wr.settings_path.read_text())["settings"]
     assert sl["embedding_engine"] == "local" and sr["embedding_engine"] == "ray"
     assert sr["embedding_key"] == sl["embedding_key"] and sr["encoder"] == sl["encoder"]
 
@@ -93,7 +93,7 @@ def test_ray_engine_matches_local_engine(local_ray, tiny_clip, small_set, tmp_pa
 
     # the chunk cache is the local engine's format: a local re-scan of the Ray workspace reuses it
     again = scan(small_set / "labels.csv", wr, classes_file=str(small_set / "classes.txt"), encoder=enc)
-    assert again.settings["embedding_key"] == sr["embedding_key"]
+    assert again.settings.embedding_key == sr["embedding_key"]
     np.testing.assert_array_equal(np.asarray(wr.embeddings(), dtype=np.float32), er)
 
 

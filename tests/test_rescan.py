@@ -12,10 +12,13 @@ import shutil
 import pandas as pd
 
 import _corpus
+from clipcleaner_core.config import EncoderConfig
 from clipcleaner_core import cli, pipeline
 from clipcleaner_core.decisions import ReviewStore
 from clipcleaner_core.detectors import ScoreConfig
 from clipcleaner_core.export import export_csv
+
+PIXELS = EncoderConfig(encoder="pixels")  # no weights needed (not CLIP)
 
 
 def _decide(ws, scores: pd.DataFrame) -> dict[str, tuple[str, str | None]]:
@@ -40,7 +43,7 @@ def test_rescan_keeps_decisions_and_reports_orphans(tmp_path, capsys):
     for label in _corpus.CLASSES:
         _corpus.write_good_images(root / label, label, 10)
     ws = tmp_path / "ws"
-    r1 = pipeline.scan(root, ws, encoder=pipeline.EncoderConfig(pixel_size=16))
+    r1 = pipeline.scan(root, ws, encoder=pipeline.EncoderConfig(encoder="pixels", pixel_size=16))
     assert len(r1.orphans) == 0 and list(r1.orphans.columns) == pipeline.ORPHAN_COLUMNS
     plan = _decide(ws, r1.scores)
     ids1 = r1.scores.set_index("path")["sample_id"]
@@ -56,9 +59,9 @@ def test_rescan_keeps_decisions_and_reports_orphans(tmp_path, capsys):
     (root / "dog" / "dog_001.png").write_bytes(b"no longer an image")
     added = _corpus.write_good_images(root / "cat", "cat", 3, start=100)
     logs: list[str] = []
-    r2 = pipeline.scan(root, ws, encoder=pipeline.EncoderConfig(pixel_size=8),
+    r2 = pipeline.scan(root, ws, encoder=pipeline.EncoderConfig(encoder="pixels", pixel_size=8),
                        scoring=ScoreConfig(method="clipcleaner", theta_cons=0.5, theta_gmm=0.3), log=logs.append)
-    assert r2.settings["encoder"]["size"] == 8 and r2.settings["scoring"]["method"] == "clipcleaner"
+    assert r2.settings.encoder["size"] == 8 and r2.settings.scoring.method == "clipcleaner"
     assert len(r2.scores) == 30 - 2 + 3
 
     # sample ids of the files still there did not change
@@ -96,7 +99,7 @@ def test_rescan_keeps_decisions_and_reports_orphans(tmp_path, capsys):
     assert sorted(r3.orphans["sample_id"]) == sorted(r2.orphans["sample_id"])
 
     # the CLI says so after a scan
-    assert cli.main(["scan", str(root), "-w", str(ws), "-q"]) == 0
+    assert cli.main(["scan", "--encoder", "pixels", str(root), "-w", str(ws), "-q"]) == 0
     out = capsys.readouterr().out
     assert "2 review decision(s) belong to samples not scored in this scan; they are kept" in out
     assert gone in out and broken in out
@@ -104,7 +107,7 @@ def test_rescan_keeps_decisions_and_reports_orphans(tmp_path, capsys):
     # the file comes back: its decision attaches again and applies in the export
     shutil.move(parked, removed)
     _corpus.good_image("dog", 1).save(root / "dog" / "dog_001.png")
-    r4 = pipeline.scan(root, ws)
+    r4 = pipeline.scan(root, ws, encoder=PIXELS)
     assert len(r4.orphans) == 0
     _, table = export_csv(ws)
     t = table.set_index("path")
@@ -121,13 +124,13 @@ def test_table_rescan_with_moved_root_keeps_ids(tmp_path):
     rows = [f"img/{p.name},{p.name.split('_')[0]}" for p in sorted((src / "img").glob("*.png"))]
     (src / "labels.csv").write_text("path,label\n" + "\n".join(rows) + "\n", encoding="utf-8")
     ws = tmp_path / "ws"
-    r1 = pipeline.scan(src / "labels.csv", ws)
+    r1 = pipeline.scan(src / "labels.csv", ws, encoder=PIXELS)
     sid = r1.scores.set_index("path").loc["img/cat_000.png", "sample_id"]
     with ReviewStore.for_workspace(ws) as store:
         store.record(sid, "relabel", "dog")
     dst = tmp_path / "moved"
     shutil.move(src, dst)
-    r2 = pipeline.scan(dst / "labels.csv", ws)
+    r2 = pipeline.scan(dst / "labels.csv", ws, encoder=PIXELS)
     assert len(r2.orphans) == 0
     assert r2.scores.set_index("path").loc["img/cat_000.png", "sample_id"] == sid
     assert export_csv(ws)[1].set_index("path").loc["img/cat_000.png", "label"] == "dog"

@@ -15,12 +15,16 @@ from typing import Iterator
 import pandas as pd
 import pytest
 
+from clipcleaner_core.workspace import Workspace
+from clipcleaner_core.config import EncoderConfig
 from clipcleaner_core import cli
 from clipcleaner_core.decisions import (ReviewStore, open_store, resolve_store_url, set_review_db)
 from clipcleaner_core.export import export_csv
 from clipcleaner_core.pipeline import scan
 
 from _pg import pg_schema_url  # tests/_pg.py
+
+PIXELS = EncoderConfig(encoder="pixels")  # no weights needed (not CLIP)
 N = 40
 
 
@@ -45,7 +49,7 @@ def scanned(demo_dir: Path, tmp_path_factory) -> Path:
     """A scanned workspace of 40 demo images (pixels encoder), no review database yet."""
     d = tmp_path_factory.mktemp("shared_review")
     pd.read_csv(demo_dir / "labels.csv").iloc[:N].to_csv(d / "subset.csv", index=False)
-    scan(d / "subset.csv", d / "ws", root=str(demo_dir), classes_file=str(demo_dir / "classes.txt"))
+    scan(d / "subset.csv", d / "ws", root=str(demo_dir), classes_file=str(demo_dir / "classes.txt"), encoder=PIXELS)
     return d / "ws"
 
 
@@ -68,7 +72,7 @@ def _rows(df: pd.DataFrame) -> list[tuple]:
 
 
 def _samples(ws: Path) -> pd.DataFrame:
-    return pd.read_parquet(ws / "scores.parquet")
+    return Workspace(ws).scores()
 
 
 # ------------------------------------------------------------------------------------------- resolution
@@ -78,7 +82,7 @@ def test_store_url_resolution_order(ws: Path, tmp_path: Path, monkeypatch, demo_
         assert st.path == ws / "review.sqlite"
 
     set_review_db(ws, "team.sqlite")  # relative: next to the workspace's files
-    assert resolve_store_url(ws) == (str(ws / "team.sqlite"), "workspace.json")
+    assert resolve_store_url(ws) == (str(ws / "team.sqlite"), "review.json")
     monkeypatch.setenv("CLIPCLEANER_DB_URL", str(tmp_path / "env.sqlite"))
     assert resolve_store_url(ws) == (str(tmp_path / "env.sqlite"), "env")
     assert resolve_store_url(ws, tmp_path / "arg.sqlite") == (str(tmp_path / "arg.sqlite"), "argument")
@@ -88,10 +92,10 @@ def test_store_url_resolution_order(ws: Path, tmp_path: Path, monkeypatch, demo_
     monkeypatch.delenv("CLIPCLEANER_DB_URL")
 
     # a re-scan keeps the workspace's review database setting
-    source = json.loads((ws / "workspace.json").read_text())["data"]["source"]
-    scan(source, ws, root=str(demo_dir), classes_file=str(demo_dir / "classes.txt"))
-    assert json.loads((ws / "workspace.json").read_text())["review_db"] == "team.sqlite"
-    assert resolve_store_url(ws)[1] == "workspace.json"
+    source = Workspace(ws).settings().data.source
+    scan(source, ws, root=str(demo_dir), classes_file=str(demo_dir / "classes.txt"), encoder=PIXELS)
+    assert json.loads((ws / "review.json").read_text())["review_db"] == "team.sqlite"
+    assert resolve_store_url(ws)[1] == "review.json"
     set_review_db(ws, None)
     assert resolve_store_url(ws) == (None, "default")
     with pytest.raises(ValueError, match="unsupported database URL"):
@@ -142,7 +146,7 @@ def test_conflicting_edit_last_writer_wins_history_kept(ws: Path, shared_url: st
 def test_export_reflects_shared_decisions(ws: Path, shared_url: str, tmp_path: Path, capsys):
     scores = _samples(ws)
     s_ex, s_re = scores["sample_id"].iloc[0], scores["sample_id"].iloc[1]
-    other = next(c for c in json.loads((ws / "workspace.json").read_text())["classes"]
+    other = next(c for c in Workspace(ws).classes()
                  if c != scores["label"].iloc[1])
     with ReviewStore(shared_url, reviewer="ann") as st:
         st.record(s_ex, "exclude")

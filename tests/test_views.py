@@ -3,6 +3,8 @@ thumbnails. Synthetic inputs (fast, exact expectations) plus a tiny hand-made wo
 from __future__ import annotations
 
 import json
+import shutil
+from pathlib import Path
 
 import numpy as np
 import pandas as pd
@@ -10,7 +12,7 @@ import pytest
 from PIL import Image
 
 from clipcleaner_core import layout, thumbnails, views
-from clipcleaner_core.workspace import Workspace
+from clipcleaner_core.workspace import DataSource, DetectionInfo, Settings, Workspace
 
 
 def _scores(n: int = 8) -> pd.DataFrame:
@@ -52,7 +54,7 @@ def test_filter_rows_filters_and_sorts_by_noise_score():
     assert list(views.filter_rows(s, st, criterion="cc_flag")) == [5, 1]
     assert list(views.filter_rows(s, st, flagged_only=False, criterion="lr_loss_kept")) == [7, 4, 1]
     assert list(views.filter_rows(s, st, rows=np.array([1, 2, 3]))) == [3, 1]
-    opts = views.criterion_options(s, {"detection": {"criteria_used": ["lr_loss"]}})
+    opts = views.criterion_options(s, Settings(classes=("a",), detection=DetectionInfo(criteria_used=("lr_loss",))))
     assert "lr_loss_kept" in opts and "zs_loss_kept" not in opts and "ens_flag" in opts
 
 
@@ -109,13 +111,20 @@ def test_small_loss_flags_the_flipped_samples():
     assert not views.small_loss_flags(np.zeros(5), None).any()
 
 
+def _publish(ws: Workspace, scores: pd.DataFrame, emb: Path, key: str, source: str) -> None:
+    samples = scores[["sample_id", "path", "abs_path", "label", "label_idx"]].assign(status="ok", reason="")
+    ws.publish(Settings(classes=("b", "a"), embedding_key=key, data=DataSource(source=source)),
+               tables={"dataset": samples, "scores": scores}, embeddings=emb)
+
+
 def _tiny_workspace(tmp_path, n=40, d=8) -> Workspace:
     ws = Workspace(tmp_path / "ws")
     rng = np.random.default_rng(1)
     x = rng.normal(size=(n, d)).astype(np.float32)
     x /= np.linalg.norm(x, axis=1, keepdims=True)
-    ws.path.mkdir(parents=True)
-    ws.write_array("embeddings", x.astype(np.float16))
+    emb = ws.embedding_cache("k1") / "embeddings.npy"
+    emb.parent.mkdir(parents=True)
+    np.save(emb, x.astype(np.float16))
     imgs = tmp_path / "img"
     imgs.mkdir()
     rows = []
@@ -123,9 +132,9 @@ def _tiny_workspace(tmp_path, n=40, d=8) -> Workspace:
         p = imgs / f"{i}.png"
         Image.fromarray((rng.random((12, 20, 3)) * 255).astype(np.uint8)).save(p)
         rows.append({"sample_id": f"id{i:03d}", "path": f"img/{i}.png", "abs_path": str(p), "label": "a" if i % 2
-                     else "b", "label_idx": i % 2, "noise_score": float(i) / n, "flagged": i % 5 == 0})
-    ws.write_table("scores.parquet", pd.DataFrame(rows))
-    ws.write_settings({"classes": ["b", "a"], "embedding_key": "k1", "data": {"source": str(tmp_path / "x.csv")}})
+                     else "b", "label_idx": i % 2, "suggested_label": "a", "suggested_prob": 0.5,
+                     "noise_score": float(i) / n, "flagged": i % 5 == 0, "reasons": ""})
+    _publish(ws, pd.DataFrame(rows), emb, "k1", str(tmp_path / "x.csv"))
     return ws
 
 
@@ -135,9 +144,10 @@ def test_layout_pca_cached_and_invalidated(tmp_path):
     xy = layout.layout(ws, "pca")
     assert xy.shape == (40, 2) and xy.dtype == np.float32 and abs(float(xy.std()) - 1) < 1e-3
     assert np.array_equal(layout.cached_layout(ws, "pca"), xy)
-    s = ws.settings()
-    s["embedding_key"] = "k2"  # a re-scan with other embeddings invalidates the cache
-    ws.write_settings(s)
+    emb2 = ws.embedding_cache("k2") / "embeddings.npy"  # a re-scan with other embeddings invalidates the cache
+    emb2.parent.mkdir(parents=True)
+    shutil.copy(ws.artifact_path("embeddings"), emb2)
+    _publish(ws, ws.scores(), emb2, "k2", ws.settings().data.source)
     assert layout.cached_layout(ws, "pca") is None
 
 
@@ -200,9 +210,11 @@ def test_truth_path_roundtrip(tmp_path):
 
 
 def test_encoder_description_only_says_clip_for_clip():
-    assert "not CLIP" in views.encoder_description({"encoder_kind": "pixels", "encoder": {"size": 16}})
-    other = views.encoder_description({"encoder_kind": "bench-synthetic", "encoder": {"note": "synthetic"}})
+    def desc(kind: str, enc: dict) -> str:
+        return views.encoder_description(Settings(classes=("a",), encoder_kind=kind, encoder=enc))
+
+    assert "not CLIP" in desc("pixels", {"size": 16})
+    other = desc("bench-synthetic", {"note": "synthetic"})
     assert "CLIP" not in other and "bench-synthetic" in other
-    clip = views.encoder_description({"encoder_kind": "clip", "encoder": {"model": "ViT-B-32",
-                                                                          "pretrained": "laion2b_s34b_b79k"}})
+    clip = desc("clip", {"model": "ViT-B-32", "pretrained": "laion2b_s34b_b79k"})
     assert clip == "CLIP ViT-B-32 pretrained=laion2b_s34b_b79k"
