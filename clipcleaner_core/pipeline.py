@@ -90,7 +90,8 @@ def scan(data: str | Path, workspace: str | Path | Workspace, *, root: str | Non
     timings: dict[str, float] = {}
 
     t0 = time.perf_counter()
-    ds = load_dataset(data, root=root, classes_file=classes_file, allow_outside_root=allow_outside_root)
+    ds = load_dataset(data, root=root, classes_file=classes_file, allow_outside_root=allow_outside_root,
+                      skip_dirs=(ws.path,))  # a workspace inside an ImageFolder is not a class
     timings["dataset_s"] = time.perf_counter() - t0
     n_bad = int((ds.samples["status"] != "ok").sum())
     log(f"dataset: {len(ds.samples)} samples, {len(ds.classes)} classes, {n_bad} unusable")

@@ -307,8 +307,10 @@ def write_table_cases(root: Path) -> list[TableCase]:
       statuses={"img/dog, the good boy.png": "ok", a: "ok"})
     w("empty_rows.csv", f"path,label\n\n{a},bird\n,\n\n{b},cat\n  ,  \n", statuses={a: "ok", b: "ok"}, counts={"ok": 2})
     w("crlf.csv", f"path,label\r\n{a},bird\r\n{b},cat\r\n", statuses={a: "ok", b: "ok"})
-    w("duplicates.csv", f"path,label\n{a},bird\n{b},cat\n{a},cat\n./{a},bird\n",
+    w("duplicates.csv", f"path,label\n{a},bird\n{b},cat\n{a},bird\n./{a},bird\n",
       statuses={a: "ok", b: "ok"}, counts={"ok": 2, "duplicate": 2})
+    w("duplicates_conflicting.csv", f"path,label\n{a},bird\n{b},cat\n{a},cat\n./{a},bird\n",
+      statuses={a: "conflicting_label", b: "ok"}, counts={"ok": 1, "conflicting_label": 1, "duplicate": 2})
     w("label_not_in_classes.csv", f"path,label\n{a},bird\n{b},cat\n{c},dog\n",
       statuses={a: "ok", b: "ok", c: "unknown_label"}, kwargs={"classes_file": root / "classes.txt"})
     w("absolute_inside.csv", f"path,label\n{(root / a).resolve()},bird\n{b},cat\n",
@@ -348,7 +350,7 @@ def write_table_cases(root: Path) -> list[TableCase]:
 #: names of the cases :func:`write_table_cases` writes (for test parametrisation before the files exist)
 TABLE_CASE_NAMES = [
     "missing_label_col.csv", "missing_path_col.csv", "zero_byte.csv", "header_only.csv", "extra_cols.csv",
-    "bom.csv", "semicolons.csv", "tabs.tsv", "quoted_commas.csv", "empty_rows.csv", "crlf.csv", "duplicates.csv",
+    "bom.csv", "semicolons.csv", "tabs.tsv", "quoted_commas.csv", "empty_rows.csv", "crlf.csv", "duplicates.csv", "duplicates_conflicting.csv",
     "label_not_in_classes.csv", "absolute_inside.csv", "absolute_outside.csv", "dotdot_escape.csv",
     "dotdot_inside.csv", "missing_files.csv", "empty_label.csv", "unicode_labels.csv", "latin1.csv",
     "single_class.csv", "class_with_one_image.csv", "empty_class_in_classes_file.csv", "windows_separators.csv",
