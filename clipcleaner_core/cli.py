@@ -57,7 +57,7 @@ def _score_config(a: argparse.Namespace):
 
     return ScoreConfig(method=a.method, probe=a.probe, folds=a.folds, theta_gmm=a.theta_gmm,
                        theta_cons=a.theta_cons, temperature=a.temperature, knn_k=a.knn, margin=a.margin,
-                       seed=a.seed)
+                       seed=a.seed).validate()  # before anything is read or written
 
 
 def cmd_scan(a: argparse.Namespace) -> int:
@@ -157,10 +157,11 @@ def cmd_evaluate(a: argparse.Namespace) -> int:
 
 
 def cmd_export(a: argparse.Namespace) -> int:
-    from .export import export_csv, export_imagefolder, export_report
-
     from .decisions import resolve_store_url
+    from .export import check_imagefolder_target, export_csv, export_imagefolder, export_report
 
+    if a.imagefolder:  # refuse a folder it must not replace before writing anything
+        check_imagefolder_target(a.workspace, a.imagefolder)
     db_url, _ = resolve_store_url(a.workspace, a.db)  # --db, $CLIPCLEANER_DB_URL, workspace.json, review.sqlite
     path, table = export_csv(a.workspace, a.out, excluded=a.excluded, undecided=a.undecided, db_url=db_url)
     print(f"wrote {len(table)} rows to {path}")

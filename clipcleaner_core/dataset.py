@@ -787,7 +787,7 @@ def _natural_key(s: str) -> tuple:
     """Sort key: case-insensitive, runs of ASCII digits compared as numbers ('img2' < 'img10'). Other digit
     characters ('²', '١') sort as text, so no label can break the sort."""
     parts = re.split(r"([0-9]+)", s)
-    return tuple(int(t) if k % 2 else t.casefold() for k, t in enumerate(parts))
+    return tuple(int(t) if k % 2 else t.casefold() for k, t in enumerate(parts)), s  # s: a total, stable order
 
 
 def samples_summary(ds: Dataset) -> dict:

@@ -48,14 +48,30 @@ class ScoreConfig:
     seed: int = 0
 
     def validate(self) -> "ScoreConfig":
+        """Check every setting (one-line ``ValueError`` naming the flag); NaN or infinite numbers are refused, so a
+        typo like ``--margin nan`` cannot silently flag nothing."""
+        import math
+
         if self.method not in METHODS:
             raise ValueError(f"unknown method {self.method!r}; choose one of {', '.join(METHODS)}")
         if self.probe not in ("cv", "faithful"):
             raise ValueError(f"unknown probe mode {self.probe!r}; use cv or faithful")
+        for flag, v in (("--theta-gmm", self.theta_gmm), ("--theta-cons", self.theta_cons),
+                        ("--temperature", self.temperature), ("--margin", self.margin), ("C", self.C)):
+            if not isinstance(v, (int, float)) or not math.isfinite(v):
+                raise ValueError(f"{flag} must be a finite number, got {v!r}")
         if not 0.0 <= self.theta_gmm <= 1.0 or not 0.0 <= self.theta_cons <= 1.0:
             raise ValueError("thresholds --theta-gmm and --theta-cons must be in [0, 1]")
         if self.temperature <= 0:
             raise ValueError("--temperature must be > 0")
+        if not 0.0 <= self.margin < 1.0:
+            raise ValueError(f"--margin must be in [0, 1) (a difference of two probabilities), got {self.margin}")
+        if self.C <= 0:
+            raise ValueError(f"C must be > 0, got {self.C}")
+        if int(self.folds) != self.folds or self.folds < 2:
+            raise ValueError(f"--folds must be a whole number >= 2, got {self.folds}")
+        if int(self.knn_k) != self.knn_k or self.knn_k < 1:
+            raise ValueError(f"--knn must be a whole number >= 1, got {self.knn_k}")
         return self
 
 

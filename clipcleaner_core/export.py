@@ -190,6 +190,18 @@ def _protected_folders(ws: Workspace) -> dict[str, str | None]:
             "the dataset": source if source and os.path.isdir(source) else None}
 
 
+def check_imagefolder_target(workspace: str | Path | Workspace, out_dir: str | Path,
+                             sources=None) -> tuple[Path, dict | None]:
+    """Whether an ImageFolder export may go to ``out_dir`` (see :func:`export_imagefolder`), checked before
+    anything is written: returns (absolute target, marker of the previous export or None), or raises
+    :class:`guards.UnsafeTargetError`. ``sources``: the source image paths (default: the workspace's)."""
+    ws = workspace if isinstance(workspace, Workspace) else Workspace(workspace)
+    if sources is None:
+        sources = ws.scores()["abs_path"].to_numpy()
+    out = guards.check_export_folder(out_dir, _protected_folders(ws), allowed_under=ws.exports_dir, sources=sources)
+    return out, guards.replaceable_export(out)
+
+
 def export_imagefolder(workspace: str | Path | Workspace, table: pd.DataFrame, out_dir: str | Path,
                        mode: str = "link") -> dict:
     """Lay the cleaned set out as ``out_dir/<label>/<file>``: symlinks (``mode="link"``) or copies (``copy``).
@@ -206,9 +218,7 @@ def export_imagefolder(workspace: str | Path | Workspace, table: pd.DataFrame, o
         raise ValueError("mode must be 'link' or 'copy'")
     ws = workspace if isinstance(workspace, Workspace) else Workspace(workspace)
     src = ws.scores().set_index("sample_id")["abs_path"]
-    out = guards.check_export_folder(out_dir, _protected_folders(ws), allowed_under=ws.exports_dir,
-                                     sources=src.to_numpy())
-    previous = guards.replaceable_export(out)
+    out, previous = check_imagefolder_target(ws, out_dir, src.to_numpy())
     out.parent.mkdir(parents=True, exist_ok=True)
     prefix = f".{_name_part(out.name)[:80]}."
     tmp = Path(tempfile.mkdtemp(prefix=prefix, suffix=".building", dir=out.parent))

@@ -122,6 +122,9 @@ def scan(data: str | Path, workspace: str | Path | Workspace, *, root: str | Non
                             ws.embeddings_path, batch_size=enc_cfg.batch_size, num_workers=enc_cfg.num_workers,
                             progress=progress)
     timings["embed_s"] = time.perf_counter() - t0
+    for note in emb.notes:  # e.g. a damaged cache chunk that was discarded and recomputed
+        ds.notes.append(note)
+        log(note)
     log(f"embeddings: {emb.features.shape[0]} x {emb.features.shape[1]} "
         f"({'reused from cache' if emb.reused else 'computed'}), {len(emb.failed)} failed to decode")
     if emb.failed:
