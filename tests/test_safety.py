@@ -180,6 +180,24 @@ def test_imagefolder_export_long_and_clashing_labels(scanned, tmp_path, capsys):
     assert rc == 2 and "not a class" in one_line_error(err)
 
 
+def test_imagefolder_export_of_a_300_character_class(tmp_path, capsys):
+    """ENAMETOOLONG before: a table whose class name is 300 characters exports as an ImageFolder from the CLI."""
+    img = tmp_path / "data" / "img"
+    _corpus.write_good_images(img, "cat", 3)
+    _corpus.write_good_images(img, "dog", 3)
+    long_class = "a very long class name " * 13  # 299 characters
+    rows = [f"img/cat_{i:03d}.png,{long_class.strip()}" for i in range(3)] + \
+           [f"img/dog_{i:03d}.png,dog" for i in range(3)]
+    (tmp_path / "data" / "labels.csv").write_text("path,label\n" + "\n".join(rows) + "\n")
+    ws = tmp_path / "ws"
+    assert run_cli(["scan", tmp_path / "data" / "labels.csv", "-w", ws, "-q"], capsys)[0] == 0
+    rc, out, err = run_cli(["export", ws, "--imagefolder", tmp_path / "if"], capsys)
+    assert rc == 0, err
+    folders = sorted(p.name for p in (tmp_path / "if").iterdir() if p.is_dir())
+    assert len(folders) == 2 and all(len(f.encode()) <= 255 for f in folders)
+    assert sum(1 for p in (tmp_path / "if").rglob("*.png")) == 6
+
+
 # ------------------------------------------------------------------------------------------ 2. review DB
 def _decided(path: Path) -> set[str]:
     with ReviewStore(path) as s:

@@ -114,3 +114,19 @@ def test_home_scan_refuses_a_folder_of_other_files_and_a_bad_truth_file(demo, tm
     (ssh / "workspace" / "notes.txt").write_text("mine")
     at.button(key="demo_go").click().run()
     assert [e.value for e in at.error] and not (ssh / "data").exists()
+
+
+def test_review_database_removed_while_the_app_runs_is_not_confirmed(demo):
+    """Runs last in this module: the app's cached store for this workspace stays failed afterwards."""
+    ws, _ = demo
+    at = app(ws, "pages/suspects.py")
+    ids = [b.key[len("sus_c_"):-2] for b in at.button if b.key and b.key.startswith("sus_c_") and b.key.endswith("_x")]
+    assert ids
+    db = ws / "review.sqlite"
+    assert db.exists()
+    db.unlink()
+    at.button(key=f"sus_c_{ids[0]}_x").click().run()
+    shown = " ".join(str(e.value) for e in at.exception) + " ".join(str(e.value) for e in at.error)
+    assert "was removed" in shown and "NOT saved" in shown, shown
+    assert not [t for t in at.toast if "exclude" in str(t.value).lower()]  # no confirmation
+    assert not db.exists()  # nothing was written anywhere else either
