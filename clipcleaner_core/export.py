@@ -119,7 +119,8 @@ def _file_target(path: str | Path, what: str) -> Path:
     """``path`` as a file to write; a folder there is refused in one line (instead of a rename error)."""
     p = Path(path).expanduser()
     if p.is_dir():
-        raise ValueError(f"{p}: is a folder; give a file name for the {what} (e.g. {p / ('cleaned.csv' if what == 'CSV' else 'report.json')})")
+        example = p / ("cleaned.csv" if what == "CSV" else "report.json")
+        raise ValueError(f"{p}: is a folder; give a file name for the {what} (e.g. {example})")
     return p
 
 
