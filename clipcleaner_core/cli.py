@@ -54,13 +54,18 @@ def cmd_demo(a: argparse.Namespace) -> int:
 
 def cmd_scan(a: argparse.Namespace) -> int:
     from .config import EncoderConfig, ScoreConfig, from_arguments
+    from .guards import UnsafeTargetError, workspace_folder_problem
     from .pipeline import scan
 
-    scoring = from_arguments(a, ScoreConfig)
+    scoring = from_arguments(a, ScoreConfig)  # before anything is read or written
+    encoder = from_arguments(a, EncoderConfig)
+    problem = None if a.force else workspace_folder_problem(a.workspace)
+    if problem:
+        raise UnsafeTargetError(f"{problem}, or pass --force to create the workspace there anyway")
     progress = _TqdmProgress(enabled=not a.quiet)
     try:
         r = scan(a.data, a.workspace, root=a.root, classes_file=a.classes, allow_outside_root=a.allow_outside_root,
-                 encoder=from_arguments(a, EncoderConfig), scoring=scoring, descriptions=a.descriptions,
+                 encoder=encoder, scoring=scoring, descriptions=a.descriptions,
                  progress=progress, log=_log if not a.quiet else None)
     finally:
         progress.close()
@@ -143,10 +148,11 @@ def cmd_evaluate(a: argparse.Namespace) -> int:
 
 
 def cmd_export(a: argparse.Namespace) -> int:
-    from .export import export_csv, export_imagefolder, export_report
-
     from .decisions import resolve_store_url
+    from .export import check_imagefolder_target, export_csv, export_imagefolder, export_report
 
+    if a.imagefolder:  # refuse a folder it must not replace before writing anything
+        check_imagefolder_target(a.workspace, a.imagefolder)
     db_url, _ = resolve_store_url(a.workspace, a.db)  # --db, $CLIPCLEANER_DB_URL, review.json, review.sqlite
     path, table = export_csv(a.workspace, a.out, excluded=a.excluded, undecided=a.undecided, db_url=db_url)
     print(f"wrote {len(table)} rows to {path}")
@@ -171,19 +177,6 @@ def _cli_reviewer(a: argparse.Namespace) -> str:
         return "local"
 
 
-def _db_errors(fn):
-    """A database that cannot be reached or read is a one-line error (exit 2), not a traceback."""
-    def run(a: argparse.Namespace) -> int:
-        import sqlalchemy as sa
-
-        try:
-            return fn(a)
-        except sa.exc.DBAPIError as e:
-            raise ValueError(f"review database error: {str(e.orig or e).strip().splitlines()[0]}") from None
-
-    return run
-
-
 def _db_endpoint(spec: str, must_exist: bool) -> str:
     """A `db copy` end: a URL, a .json dump, a .sqlite/.db file, or a workspace folder (its review.sqlite)."""
     if "://" in spec:
@@ -203,7 +196,7 @@ def cmd_db_copy(a: argparse.Namespace) -> int:
     if src.endswith(".json") and dst.endswith(".json"):
         raise ValueError("one side of `db copy` must be a database")
     if dst.endswith(".json"):
-        with ReviewStore(src) as s:
+        with ReviewStore(src, read_only=True) as s:
             n = dump_json(s, dst)
             print(f"wrote {n} events ({len(s.current())} decisions) from {s.url} to {dst}")
         return 0
@@ -212,7 +205,7 @@ def cmd_db_copy(a: argparse.Namespace) -> int:
             n = load_json(src, d)
             where = src
         else:
-            with ReviewStore(src) as s:
+            with ReviewStore(src, read_only=True) as s:
                 n = copy_decisions(s, d)
                 where = s.url
         print(f"copied {n} new events from {where} to {d.url}; it now holds {len(d.current())} decisions")
@@ -228,14 +221,16 @@ def cmd_db_history(a: argparse.Namespace) -> int:
     if url is None and not ws.review_db.exists():
         print(f"no review decisions yet ({ws.review_db} does not exist)")
         return 0
-    with open_store(ws.path, url=a.db) as st:
+    with open_store(ws.path, url=a.db, read_only=True) as st:
         h = st.history(sample_id=a.sample, limit=a.limit)
         print(f"review database: {st.url} ({source}); {len(h)} event(s), newest first", file=sys.stderr)
     if ws.exists() and len(h):
         paths = ws.dataset().set_index("sample_id")["path"]
         h.insert(HISTORY_COLUMNS.index("sample_id") + 1, "path", h["sample_id"].map(paths))
     if a.csv:
-        sys.stdout.write(h.to_csv(index=False))
+        from .csvio import to_safe_csv
+
+        sys.stdout.write(to_safe_csv(h))
     elif len(h):
         cols = [c for c in ("id", "created_at", "reviewer", "kind", "sample_id", "path", "action", "label",
                             "prev_action", "prev_label", "undone", "note") if c in h.columns]
@@ -355,7 +350,10 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--workspace", "-w", required=True)
     s.add_argument("--root", help="folder that table paths are relative to (default: the table's folder)")
     s.add_argument("--classes", help="file with one class name per line (fixes order, may add empty classes)")
-    s.add_argument("--allow-outside-root", action="store_true", help="allow table paths outside the root")
+    s.add_argument("--allow-outside-root", action="store_true",
+                   help="allow table paths and ImageFolder symlinks that lead outside the dataset root")
+    s.add_argument("--force", action="store_true",
+                   help="create the workspace even in a folder that already holds other (non-clipcleaner) files")
     from .config import EncoderConfig, add_arguments
 
     e = s.add_argument_group("encoder")
@@ -399,19 +397,19 @@ def build_parser() -> argparse.ArgumentParser:
     dc = dbs.add_parser("copy", help="copy decisions + history between SQLite, PostgreSQL and JSON (idempotent)")
     dc.add_argument("src", help="workspace folder (its review.sqlite), .sqlite file, .json dump or database URL")
     dc.add_argument("dst", help="same kinds; created if missing; events already there are skipped")
-    dc.set_defaults(func=_db_errors(cmd_db_copy))
+    dc.set_defaults(func=cmd_db_copy)
     dh = dbs.add_parser("history", help="audit trail: who decided what, when (newest first)")
     dh.add_argument("workspace")
     _add_db_arg(dh)
     dh.add_argument("--sample", help="only this sample_id")
     dh.add_argument("--limit", type=int, default=None)
     dh.add_argument("--csv", action="store_true", help="CSV on stdout")
-    dh.set_defaults(func=_db_errors(cmd_db_history))
+    dh.set_defaults(func=cmd_db_history)
     du = dbs.add_parser("use", help="set the review database of a workspace (saved in WS/review.json)")
     du.add_argument("workspace")
     du.add_argument("url", nargs="?", help="postgresql+psycopg://USER@HOST/DB (password: ~/.pgpass or PGPASSWORD)")
     du.add_argument("--clear", action="store_true", help="back to the workspace's review.sqlite")
-    du.set_defaults(func=_db_errors(cmd_db_use))
+    du.set_defaults(func=cmd_db_use)
     dd = dbs.add_parser("decide", help="record a decision for samples (one undo group)")
     dd.add_argument("workspace")
     dd.add_argument("action", choices=("accept", "relabel", "exclude", "unsure", "clear"))
@@ -420,13 +418,13 @@ def build_parser() -> argparse.ArgumentParser:
     dd.add_argument("--note")
     dd.add_argument("--reviewer", help="reviewer name (default: $CLIPCLEANER_REVIEWER, else the login name)")
     _add_db_arg(dd)
-    dd.set_defaults(func=_db_errors(cmd_db_decide))
+    dd.set_defaults(func=cmd_db_decide)
     dn = dbs.add_parser("undo", help="undo your last action (or anyone's with --anyone)")
     dn.add_argument("workspace")
     dn.add_argument("--reviewer", help="reviewer name (default: $CLIPCLEANER_REVIEWER, else the login name)")
     dn.add_argument("--anyone", action="store_true")
     _add_db_arg(dn)
-    dn.set_defaults(func=_db_errors(cmd_db_undo))
+    dn.set_defaults(func=cmd_db_undo)
 
     ap = sub.add_parser("app", help="start the Streamlit review app")
     ap.add_argument("workspace", nargs="?")
@@ -437,17 +435,39 @@ def build_parser() -> argparse.ArgumentParser:
     return p
 
 
+def _os_error_line(e: OSError) -> str:
+    """One line for a failed file operation: the file (or the message's own), the reason, and for a full disk
+    where to free space."""
+    import errno
+
+    where = e.filename if e.filename is not None else ""
+    why = e.strerror or str(e)
+    if e.errno == errno.ENOSPC:
+        why += " (the disk is full: free some space and run the same command again)"
+    return f"{where}: {why}" if where and str(where) not in why else why
+
+
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
+    import sqlalchemy as sa
+
     from .dataset import DatasetError
+    from .decisions import ReviewStoreError
     from .encoders import WeightsUnavailable
     from .workspace import WorkspaceError
 
+    def fail(msg: str) -> int:
+        print(f"clipcleaner {args.command}: error: {msg}", file=sys.stderr)
+        return 2
+
     try:
         return int(args.func(args) or 0)
-    except (DatasetError, WeightsUnavailable, WorkspaceError, ValueError, FileNotFoundError) as e:
-        print(f"clipcleaner {args.command}: error: {e}", file=sys.stderr)
-        return 2
+    except (DatasetError, WeightsUnavailable, WorkspaceError, ReviewStoreError, ValueError) as e:
+        return fail(str(e))
+    except OSError as e:  # a file that cannot be read or written: one line naming it, not a traceback
+        return fail(_os_error_line(e))
+    except sa.exc.DBAPIError as e:
+        return fail(f"review database error: {str(e.orig or e).strip().splitlines()[0]}")
     except KeyboardInterrupt:
         print(f"\nclipcleaner {args.command}: interrupted; run the same command again to resume", file=sys.stderr)
         return 130

@@ -12,8 +12,11 @@ import hashlib
 import io
 import json
 import os
+import re
 import stat
+import sys
 import threading
+import unicodedata
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Iterable, Sequence
@@ -22,9 +25,17 @@ import numpy as np
 import pandas as pd
 from PIL import Image, ImageOps
 
-IMAGE_EXTENSIONS = frozenset(
-    {".jpg", ".jpeg", ".png", ".bmp", ".gif", ".webp", ".tif", ".tiff", ".ppm", ".pgm", ".pbm"}
-)
+_BASE_EXTENSIONS = {".jpg", ".jpeg", ".png", ".bmp", ".gif", ".webp", ".tif", ".tiff", ".ppm", ".pgm", ".pbm"}
+#: read when the installed Pillow can open them (AVIF: Pillow >= 11.3 built with libavif; HEIC: a plugin)
+_OPTIONAL_EXTENSIONS = (".avif", ".avifs", ".jfif", ".jpe", ".apng", ".heic", ".heif")
+
+
+def _openable(ext: str) -> bool:
+    fmt = Image.registered_extensions().get(ext)
+    return fmt is not None and fmt in Image.OPEN
+
+
+IMAGE_EXTENSIONS = frozenset(_BASE_EXTENSIONS | {e for e in _OPTIONAL_EXTENSIONS if _openable(e)})
 PATH_COLUMNS = ("path", "filepath", "file_path", "file", "filename", "image", "image_path", "img")
 #: images more elongated than this are centre-cropped to it before encoding (see :func:`limit_aspect`)
 MAX_ASPECT = 16.0
@@ -41,10 +52,24 @@ STATUS_DUPLICATE = "duplicate"
 STATUS_EMPTY_LABEL = "empty_label"
 STATUS_INVALID_NAME = "invalid_name"
 STATUS_INVALID_ROW = "invalid_row"
+STATUS_INVALID_LABEL = "invalid_label"
+STATUS_CONFLICT = "conflicting_label"
+
+#: labels that are how a spreadsheet, pandas or Python write a *missing* value; not classes unless --classes says so
+MISSING_LABELS = frozenset({"nan", "none", "null", "na", "n/a", "<na>", "nat"})
+#: longest path or label cell a table may hold (PATH_MAX); a longer one is reported with its line
+MAX_FIELD_CHARS = 4096
 
 
 class DatasetError(ValueError):
-    """The data source itself cannot be used (not a single sample): wrong path, unusable table."""
+    """The data source itself cannot be used (not a single sample): wrong path, unusable table.
+
+    ``kind`` names the problem for callers that must not repeat the message's details (e.g. a truth file):
+    "binary", "empty", "columns", "unreadable" or "" (other)."""
+
+    def __init__(self, message: str, kind: str = ""):
+        super().__init__(message)
+        self.kind = kind
 
 
 @dataclass
@@ -211,20 +236,23 @@ def load_dataset(
     root: str | os.PathLike | None = None,
     classes_file: str | os.PathLike | None = None,
     allow_outside_root: bool = False,
+    skip_dirs: Sequence[str | os.PathLike] = (),
 ) -> Dataset:
     """Load an ImageFolder tree or a ``path,label`` table (CSV/TSV/TXT/Parquet).
 
     ``root``: folder table paths are relative to (default: the table's folder). ``classes_file``: a text file
     with one class per line (or a JSON list) that fixes class order and may include classes with no samples;
-    labels not in it are reported as ``unknown_label``. Paths that resolve outside ``root`` are reported as
-    ``outside_root`` unless ``allow_outside_root``.
+    labels not in it are reported as ``unknown_label``. Paths that resolve outside ``root`` (table paths,
+    ImageFolder symlinks) are reported as ``outside_root`` unless ``allow_outside_root``. ``skip_dirs``: folders
+    an ImageFolder walk leaves out (the workspace being written); folders holding a clipcleaner workspace or
+    ImageFolder export are always left out, with a note. Labels are Unicode-normalised (NFC).
     """
     src = Path(source).expanduser()
     if not src.exists():
         raise DatasetError(f"{display_path(str(src))}: no such file or folder")
     fixed_classes = read_classes_file(classes_file) if classes_file else None
     if src.is_dir():
-        ds = _load_imagefolder(src, fixed_classes)
+        ds = _load_imagefolder(src, fixed_classes, allow_outside_root, skip_dirs)
     else:
         base = Path(root).expanduser() if root else src.parent
         table = read_table(src)
@@ -251,9 +279,9 @@ def read_classes_file(path: str | os.PathLike) -> list[str]:
             raise DatasetError(f"{display_path(str(p))}: not valid JSON ({e})") from None
         if not isinstance(data, list):
             raise DatasetError(f"{p}: a JSON classes file must hold a list of class names")
-        names = [str(x).strip() for x in data]
+        names = [normalize_label(str(x)) for x in data]
     else:
-        names = [ln.strip() for ln in text.splitlines() if ln.strip() and not ln.strip().startswith("#")]
+        names = [normalize_label(ln) for ln in text.splitlines() if ln.strip() and not ln.strip().startswith("#")]
     seen: list[str] = []
     for n in names:
         if n and n not in seen:
@@ -320,15 +348,15 @@ def read_table(path: str | os.PathLike) -> pd.DataFrame:
             except UnicodeDecodeError:
                 text = raw.decode("latin-1")
             if "\0" in text:
-                raise DatasetError(f"{name}: this is not a text table (it contains NUL bytes)")
+                raise DatasetError(f"{name}: this is not a text table (it contains NUL bytes)", "binary")
             if not text.strip():
-                raise DatasetError(f"{name}: the table is empty")
+                raise DatasetError(f"{name}: the table is empty", "empty")
             out = _parse_csv(text, name)
     except DatasetError:
         raise
     except Exception as e:  # noqa: BLE001 - any parser failure becomes a clear message about this file
         msg = str(e).strip().splitlines()[0] if str(e).strip() else ""
-        raise DatasetError(f"{name}: cannot read the table ({type(e).__name__}: {msg})") from None
+        raise DatasetError(f"{name}: cannot read the table ({type(e).__name__}: {msg})", "unreadable") from None
     keep = ~((out["path"] == "") & (out["label"] == ""))  # empty rows
     return out[keep]
 
@@ -338,8 +366,8 @@ BAD_ROW = "\0bad-row"
 
 
 def _cell(v: object) -> str:
-    if v is None or (isinstance(v, (float, np.floating)) and np.isnan(v)):
-        return ""
+    if v is None or v is pd.NA or v is pd.NaT or (isinstance(v, (float, np.floating)) and np.isnan(v)):
+        return ""  # a null in any (nullable Int64 / string / boolean ...) column is an empty cell
     if isinstance(v, (float, np.floating)) and float(v).is_integer():
         return str(int(v))  # an integer label column with gaps is read by Parquet/pandas as float
     if isinstance(v, bytes):
@@ -352,7 +380,7 @@ def _require_columns(name: str, columns: Sequence[object], pcol: object, lcol: o
     if missing:
         found = ", ".join(display_path(str(c)) for c in columns) or "none"
         raise DatasetError(f"{name}: missing column(s) {', '.join(missing)}; found {found}. "
-                           f"Expected a header like 'path,label'.")
+                           f"Expected a header like 'path,label'.", "columns")
 
 
 def _unescape_formula(cell: str) -> str:
@@ -360,7 +388,22 @@ def _unescape_formula(cell: str) -> str:
     return cell[1:] if len(cell) > 1 and cell[0] == "'" and cell[1] in "=+-@\t\r" else cell
 
 
+_CSV_LIMIT_LOCK = threading.Lock()
+
+
 def _parse_csv(text: str, name: str) -> pd.DataFrame:
+    """Rows of a CSV text (see :func:`read_table`). csv's 128 KiB field limit is lifted while parsing, so one
+    huge cell is reported on its own line (:func:`_from_table`) instead of rejecting the whole table."""
+    with _CSV_LIMIT_LOCK:
+        old = csv.field_size_limit()
+        csv.field_size_limit(min(sys.maxsize, 2**31 - 1))
+        try:
+            return _parse_csv_rows(text, name)
+        finally:
+            csv.field_size_limit(old)
+
+
+def _parse_csv_rows(text: str, name: str) -> pd.DataFrame:
     delim = _pick_delimiter(text)
     reader = csv.reader(io.StringIO(text, newline=""), delimiter=delim, skipinitialspace=True, strict=False)
     header: list[str] | None = None
@@ -389,7 +432,7 @@ def _parse_csv(text: str, name: str) -> pd.DataFrame:
             labels.append(_unescape_formula(rec[li].strip()) if li < len(rec) else "")
         lines.append(start)
     if header is None:
-        raise DatasetError(f"{name}: the table is empty")
+        raise DatasetError(f"{name}: the table is empty", "empty")
     return pd.DataFrame({"path": paths, "label": labels}, index=pd.Index(lines, dtype=np.int64),
                         dtype=object)
 
@@ -439,85 +482,212 @@ def _rows_to_dataset(rows: list[dict], classes: list[str], root: Path, source: s
                    notes=notes)
 
 
-def _walk_files(top: Path, notes: list[str], seen_dirs: set[str]) -> list[Path]:
-    """All files under ``top`` (hidden entries skipped), in name order.
+class _Walk:
+    """State of one ImageFolder walk: notes, folders already walked, counts of what was left out."""
 
-    Directory symlinks are followed, but a folder is never walked twice: ``seen_dirs`` holds the real paths
-    of the folders already walked (shared across the whole tree, pre-filled with the dataset root and every
-    class folder), so a symlink loop, a link back to the root or into another class is reported in ``notes``
-    and skipped instead of recursing forever or giving an image two labels.
-    """
-    found: list[Path] = []
+    def __init__(self, root: Path, allow_outside_root: bool, skip_dirs: Sequence[str | os.PathLike]):
+        self.root = str(root)
+        self.allow_outside_root = allow_outside_root
+        self.skip = {os.path.realpath(os.fspath(d)) for d in skip_dirs}
+        self.notes: list[str] = []
+        self.seen_dirs: set[str] = {self.root}
+        self.hidden = 0
 
-    def visit(d: Path, first: bool) -> None:
-        real = os.path.realpath(d)
-        if not first:
-            if real in seen_dirs:
-                notes.append(f"{display_path(str(d))}: symlink loop or folder already scanned "
-                             f"(points to {display_path(real)}), skipped")
+    def inside(self, real: str) -> bool:
+        return _under(real, self.root) is not None
+
+    def tool_folder(self, d: str, real: str) -> bool:
+        """True (with a note) when ``d`` is the workspace being written or holds a clipcleaner workspace / export."""
+        from .guards import holds_clipcleaner_folder
+
+        what = "the workspace of this scan" if real in self.skip else holds_clipcleaner_folder(d)
+        if what:
+            self.notes.append(f"{display_path(d)}: {what} inside the dataset folder, skipped (its files are not "
+                              f"samples)")
+        return bool(what)
+
+    def hidden_entry(self, name: str) -> bool:
+        from .guards import IMAGEFOLDER_MARKER
+
+        if not name.startswith("."):
+            return False
+        if name != IMAGEFOLDER_MARKER:
+            self.hidden += 1
+        return True
+
+    def files(self, top: Path) -> list[tuple[Path, bool]]:
+        """(file, inside the root) for every file under ``top``, in name order; see :func:`_load_imagefolder`."""
+        found: list[tuple[Path, bool]] = []
+
+        def visit(d: Path, real: str, first: bool) -> None:
+            if not first:
+                if real in self.seen_dirs:
+                    self.notes.append(f"{display_path(str(d))}: symlink loop or folder already scanned "
+                                      f"(points to {display_path(real)}), skipped")
+                    return
+                self.seen_dirs.add(real)
+                if self.tool_folder(str(d), real):
+                    return
+            if not self.inside(real) and not self.allow_outside_root:
+                self.notes.append(f"{display_path(str(d))}: symlink to {display_path(real)} outside the dataset root "
+                                  f"{display_path(self.root)}, not followed (pass --allow-outside-root to allow it)")
                 return
-            seen_dirs.add(real)
-        try:
-            entries = sorted(os.scandir(d), key=lambda e: e.name)
-        except OSError as e:
-            notes.append(f"{display_path(str(d))}: cannot list folder ({e.strerror or e}); its images are skipped")
-            return
-        for e in entries:
-            if e.name.startswith("."):
-                continue
-            p = Path(e.path)
             try:
-                if e.is_dir(follow_symlinks=True):
-                    visit(p, False)
+                entries = sorted(os.scandir(d), key=lambda e: e.name)
+            except OSError as e:
+                self.notes.append(f"{display_path(str(d))}: cannot list folder ({e.strerror or e}); its images are "
+                                  f"skipped")
+                return
+            for e in entries:
+                if self.hidden_entry(e.name):
                     continue
-            except OSError:
-                pass  # e.g. a symlink loop on a file name: reported as unreadable by _status_of_file
-            found.append(p)
+                p = Path(e.path)
+                try:
+                    if e.is_dir(follow_symlinks=True):
+                        visit(p, os.path.realpath(p), False)
+                        continue
+                except OSError:
+                    pass  # e.g. a symlink loop on a file name: reported as unreadable by _status_of_file
+                inside = self.inside(real)
+                if e.is_symlink():
+                    try:
+                        inside = self.inside(os.path.realpath(p))
+                    except (OSError, ValueError):
+                        pass
+                found.append((p, inside))
 
-    visit(top, True)
-    return found
+        visit(top, os.path.realpath(top), True)
+        return found
 
 
-def _load_imagefolder(top: Path, fixed_classes: list[str] | None) -> Dataset:
-    notes: list[str] = []
+def _load_imagefolder(top: Path, fixed_classes: list[str] | None, allow_outside_root: bool = False,
+                      skip_dirs: Sequence[str | os.PathLike] = ()) -> Dataset:
+    """One class per sub-folder of ``top``; every file below it is a sample (see :func:`load_dataset`).
+
+    Hidden entries (names starting with '.') are skipped and counted in a note. Folder symlinks are followed once
+    (a loop or a second way into a folder is reported); files and folders that lead outside the dataset root are
+    reported (``outside_root``, or a note for a folder) unless ``allow_outside_root``. Folders holding a
+    clipcleaner workspace or export, and ``skip_dirs``, are left out with a note. A tree without a single file
+    with an image extension is refused (:class:`DatasetError`) rather than listing every file of, say, ``/etc``.
+    """
     root = top.resolve()
+    walk = _Walk(root, allow_outside_root, skip_dirs)
+    notes = walk.notes
     class_dirs = []
     try:
         top_entries = sorted(os.scandir(top), key=lambda e: e.name)
     except OSError as e:
         raise DatasetError(f"{display_path(str(top))}: cannot list folder ({e.strerror or e})") from None
+    top_files: list[str] = []
     for e in top_entries:
-        if e.name.startswith("."):
+        if walk.hidden_entry(e.name):
             continue
         try:
             if e.is_dir(follow_symlinks=True):
-                class_dirs.append(e)
+                if not walk.tool_folder(e.path, os.path.realpath(e.path)):
+                    class_dirs.append(e)
             elif e.is_file(follow_symlinks=True):
-                notes.append(f"{display_path(e.path)}: file at the top level of an ImageFolder ignored "
-                             f"(images must sit in one sub-folder per class)")
+                top_files.append(e.path)
         except OSError as err:
             notes.append(f"{display_path(e.path)}: cannot access ({err.strerror or err}), skipped")
+    if len(top_files) <= 5:
+        notes += [f"{display_path(f)}: file at the top level of an ImageFolder ignored (images must sit in one "
+                  f"sub-folder per class)" for f in top_files]
+    else:
+        notes.append(f"{display_path(str(top))}: {len(top_files)} files at the top level ignored (images must sit "
+                     f"in one sub-folder per class), e.g. {display_path(os.path.basename(top_files[0]))}")
     if not class_dirs:
         raise DatasetError(f"{display_path(str(top))}: an ImageFolder needs one sub-folder per class; none found")
-    found_classes = [display_path(e.name) for e in class_dirs]
-    classes = list(fixed_classes) if fixed_classes else found_classes
-    seen_dirs = {str(root)} | {os.path.realpath(e.path) for e in class_dirs}
+    walk.seen_dirs |= {os.path.realpath(e.path) for e in class_dirs}
+    found_classes, renamed = [], {}
+    for e in class_dirs:
+        label = normalize_label(display_path(e.name))
+        if label != display_path(e.name):
+            renamed.setdefault(label, e.name)
+        found_classes.append(label)
     rows: list[dict] = []
+    n_images = 0
     for e, label in zip(class_dirs, found_classes):
-        for f in _walk_files(Path(e.path), notes, seen_dirs):
+        bad_label = label_status(label, None)[0] == STATUS_INVALID_LABEL
+        for f, inside in walk.files(Path(e.path)):
             rel = f.relative_to(top).as_posix()
+            n_images += os.path.splitext(f.name)[1].lower() in IMAGE_EXTENSIONS
             if not is_valid_name(rel):
                 shown = display_path(rel)
                 rows.append(dict(sample_id=make_sample_id(rel), path=shown, abs_path=display_path(str(f.absolute())),
                                  label=label, status=STATUS_INVALID_NAME,
                                  reason=f"{shown}: file name is not valid UTF-8; rename the file to use it"))
                 continue
-            status, reason = _status_of_file(f)
-            if status == STATUS_OK and fixed_classes and label not in classes:
+            if not inside and not allow_outside_root:
+                status, reason = (STATUS_OUTSIDE_ROOT, f"{rel}: links to {display_path(os.path.realpath(f))}, outside "
+                                  f"the dataset root {display_path(str(root))} (pass --allow-outside-root to allow it)")
+            elif bad_label:
+                status, reason = STATUS_INVALID_LABEL, f"{rel}: the class folder name is not a single line of text"
+            else:
+                status, reason = _status_of_file(f)
+            if status == STATUS_OK and fixed_classes and label not in fixed_classes:
                 status, reason = STATUS_UNKNOWN_LABEL, f"{display_path(rel)}: label '{label}' is not in the classes file"
             rows.append(dict(sample_id=make_sample_id(rel), path=rel, abs_path=str(f.absolute()), label=label,
                              status=status, reason=reason))
+    if n_images == 0:
+        n_files = len(rows)
+        raise DatasetError(f"{display_path(str(top))}: no image file in its {len(class_dirs)} sub-folder(s) "
+                           f"({n_files:,} other file(s)); this is not an image dataset", "noimages")
+    if walk.hidden:
+        notes.append(f"{display_path(str(top))}: {walk.hidden} hidden file(s) or folder(s) (names starting with "
+                     f"'.') skipped")
+    classes = list(dict.fromkeys(c for c in found_classes if label_status(c, None)[0] != STATUS_INVALID_LABEL))
+    if fixed_classes:
+        classes = list(fixed_classes)
+    notes += _label_notes(str(top), classes, {k: v for k, v in renamed.items() if k in classes})
     return _rows_to_dataset(rows, classes, root, str(top), "imagefolder", notes)
+
+
+def normalize_label(label: str) -> str:
+    """A label as clipcleaner stores it: Unicode NFC (so 'café' typed two ways is one class), surrounding blanks
+    removed."""
+    return unicodedata.normalize("NFC", label).strip()
+
+
+def label_status(label: str, fixed_classes: Sequence[str] | None) -> tuple[str, str]:
+    """(status, reason) of a table label on its own: ok, empty, a missing-value marker ('nan', 'None', 'NA' ...,
+    unless ``fixed_classes`` lists it) or not one line of text; the reason is the part after the file name."""
+    if not label:
+        return STATUS_EMPTY_LABEL, "has an empty label"
+    if any(unicodedata.category(ch) == "Cc" for ch in label):
+        return STATUS_INVALID_LABEL, "has a label that is not a single line of text (line break or control character)"
+    if label.lower() in MISSING_LABELS and not (fixed_classes and label in fixed_classes):
+        return (STATUS_EMPTY_LABEL, f"has the label {label!r}, which is how a missing value is written, not a class "
+                                    f"(list it in --classes if it is a real class)")
+    return STATUS_OK, ""
+
+
+def _short(text: str, n: int = 80) -> str:
+    return text if len(text) <= n else text[: n - 3] + "..."
+
+
+_NUMBER = re.compile(r"[+-]?(?:\d+\.?\d*|\.\d+)(?:[eE][+-]?\d+)?")
+
+
+def _label_notes(source: str, labels: Sequence[str], renamed: dict[str, str]) -> list[str]:
+    """Notes on labels that look alike: several spellings of one number ('0', '00', '0.0') and labels that were
+    written in a non-NFC Unicode form (``renamed``: stored label -> one raw spelling)."""
+    notes = []
+    by_value: dict[float, list[str]] = {}
+    for lab in sorted(set(labels), key=_natural_key):
+        if _NUMBER.fullmatch(lab):
+            by_value.setdefault(float(lab), []).append(lab)
+    for same in by_value.values():
+        if len(same) > 1:
+            notes.append(f"{display_path(source)}: labels {', '.join(repr(x) for x in same)} are one number written "
+                         f"{len(same)} ways; they are kept as {len(same)} separate classes (write each class one way, "
+                         f"or pass --classes)")
+    if renamed:
+        ex = next(iter(renamed))
+        notes.append(f"{display_path(source)}: {len(renamed)} label(s) were written in a decomposed Unicode form and "
+                     f"were normalised (NFC) so that they match the same label written the usual way "
+                     f"(e.g. {ex!r})")
+    return notes
 
 
 def _from_table(table: pd.DataFrame, base: Path, source: str, fixed_classes: list[str] | None,
@@ -527,17 +697,31 @@ def _from_table(table: pd.DataFrame, base: Path, source: str, fixed_classes: lis
     root_s = str(root)
     base_lex = os.path.normpath(os.path.abspath(base))
     rows: list[dict] = []
-    seen: dict[str, int] = {}
+    seen: dict[str, int] = {}  # rel -> line of its first row
+    first_row: dict[str, int] = {}  # rel -> index into rows
+    dup_labels: dict[str, dict[str, list[int]]] = {}  # rel -> label -> lines of the repeated rows
+    renamed: dict[str, str] = {}
     unit = "row" if Path(source).suffix.lower() in (".parquet", ".pq") else "line"
-    for i, p, label in zip(table.index, table["path"], table["label"]):
+    for i, p, raw_label in zip(table.index, table["path"], table["label"]):
         where = f"{display_path(source)} {unit} {i}"
-        if label == BAD_ROW:
+        if raw_label == BAD_ROW:
             rel = f"#{unit}{i}"
-            rows.append(dict(sample_id=make_sample_id(f"{rel}#invalid"), path=p, abs_path="", label="",
+            rows.append(dict(sample_id=make_sample_id(f"{rel}#invalid"), path=_short(p, 300), abs_path="", label="",
                              status=STATUS_INVALID_ROW,
-                             reason=f"{where}: more fields than the header has columns ({p!r}); "
+                             reason=f"{where}: more fields than the header has columns ({_short(p)!r}); "
                                     f"quote a path that contains the delimiter"))
             continue
+        long_cell = next(((what, len(v)) for what, v in (("path", p), ("label", raw_label))
+                          if len(v) > MAX_FIELD_CHARS), None)
+        if long_cell is not None:
+            rows.append(dict(sample_id=make_sample_id(f"#{unit}{i}#invalid"), path=_short(p, 300), abs_path="",
+                             label="", status=STATUS_INVALID_ROW,
+                             reason=f"{where}: the {long_cell[0]} cell is {long_cell[1]:,} characters long (at most "
+                                    f"{MAX_FIELD_CHARS:,}); row left out"))
+            continue
+        label = normalize_label(raw_label)
+        if label != raw_label.strip():
+            renamed.setdefault(label, raw_label)
         if "\0" in p or not p:
             rows.append(dict(sample_id=make_sample_id(f"#{unit}{i}#invalid"), path=p.replace("\0", "\\0"),
                              abs_path="", label=label, status=STATUS_INVALID_NAME if p else STATUS_MISSING,
@@ -556,35 +740,54 @@ def _from_table(table: pd.DataFrame, base: Path, source: str, fixed_classes: lis
                 inside = False
             rel = _under(norm, root_s) or norm.replace(os.sep, "/")
         sid = make_sample_id(rel)
+        lstatus, lwhy = label_status(label, fixed_classes)
         if rel in seen:
             status, reason = STATUS_DUPLICATE, f"{where}: {display_path(p)} is a duplicate of {unit} {seen[rel]}"
             sid = make_sample_id(f"{rel}#dup{i}")
+            first = rows[first_row[rel]]["label"]
+            if label != first and lstatus == STATUS_OK:
+                reason += f" with another label ({label!r} here, {first!r} there); both rows are left out"
+                dup_labels.setdefault(rel, {}).setdefault(label, []).append(int(i))
         elif not inside and not allow_outside_root:
             status, reason = (STATUS_OUTSIDE_ROOT, f"{where}: {display_path(p)} is outside the dataset root "
                               f"{display_path(str(root))} (pass --allow-outside-root to allow it)")
-        elif not label:
-            status, reason = STATUS_EMPTY_LABEL, f"{where}: {display_path(p)} has an empty label"
+        elif lstatus != STATUS_OK:
+            status, reason = lstatus, f"{where}: {display_path(p)} {lwhy}"
         else:
             status, reason = _status_of_file(norm)
             if reason:
                 reason = f"{where}: {reason}"
         if fixed_classes is not None and status == STATUS_OK and label not in fixed_classes:
             status, reason = STATUS_UNKNOWN_LABEL, f"{where}: label '{label}' of {display_path(p)} is not in the classes file"
-        seen.setdefault(rel, i)
+        if rel not in seen:
+            seen[rel] = i
+            first_row[rel] = len(rows)
         rows.append(dict(sample_id=sid, path=rel, abs_path=str(norm), label=label, status=status, reason=reason))
+    for rel, others in dup_labels.items():  # the same file given two labels: which one is right is unknown
+        r = rows[first_row[rel]]
+        if r["status"] in (STATUS_OK, STATUS_UNKNOWN_LABEL):
+            lines = ", ".join(str(n) for ls in others.values() for n in ls)
+            shown = ", ".join(repr(x) for x in others)
+            r["status"] = STATUS_CONFLICT
+            r["reason"] = (f"{display_path(source)} {unit} {seen[rel]}: {display_path(rel)} is listed again on "
+                           f"{unit} {lines} with another label ({r['label']!r} here, {shown} there); left out — "
+                           f"keep one row per file")
     if fixed_classes is not None:
         classes = list(fixed_classes)
     else:
         labels = {r["label"] for r in rows if r["label"] and r["status"] not in
-                  (STATUS_DUPLICATE, STATUS_EMPTY_LABEL, STATUS_INVALID_ROW, STATUS_INVALID_NAME)}
+                  (STATUS_DUPLICATE, STATUS_EMPTY_LABEL, STATUS_INVALID_ROW, STATUS_INVALID_NAME,
+                   STATUS_INVALID_LABEL)}
         classes = sorted(labels, key=_natural_key)
+    notes += _label_notes(source, classes, {k: v for k, v in renamed.items() if k in classes})
     return _rows_to_dataset(rows, classes, root, source, "table", notes)
 
 
 def _natural_key(s: str) -> tuple:
-    import re
-
-    return tuple(int(t) if t.isdigit() else t.lower() for t in re.split(r"(\d+)", s))
+    """Sort key: case-insensitive, runs of ASCII digits compared as numbers ('img2' < 'img10'). Other digit
+    characters ('²', '١') sort as text, so no label can break the sort."""
+    parts = re.split(r"([0-9]+)", s)
+    return tuple(int(t) if k % 2 else t.casefold() for k, t in enumerate(parts)), s  # s: a total, stable order
 
 
 def samples_summary(ds: Dataset) -> dict:

@@ -28,6 +28,12 @@ Tables:
   in ``events``.
 * ``review_meta`` — ``schema_version``.
 
+A SQLite store checks, before and after every transaction, that the file it has open is still the file at its
+path: a ``review.sqlite`` (or its ``-wal`` / ``-shm``) that was deleted, moved or replaced while open would
+otherwise take decisions that nobody else sees and that vanish when the process ends. It then raises
+:class:`ReviewStoreLostError` (and keeps raising) instead of acknowledging anything. ``read_only=True`` opens an
+existing store for reading even when its folder cannot be written (export, audit trail of a read-only copy).
+
 Decisions are keyed by ``sample_id`` only; decisions for samples that vanish from a later scan
 are kept and reported by :meth:`ReviewStore.orphans`, never dropped.
 """
@@ -38,8 +44,11 @@ import json
 import logging
 import os
 import random
+import shutil
 import sqlite3
+import tempfile
 import time
+import unicodedata
 from dataclasses import dataclass
 from datetime import datetime, timezone
 from pathlib import Path
@@ -59,6 +68,9 @@ __all__ = [
     "HISTORY_COLUMNS",
     "ReviewStore",
     "ReviewStoreBusyError",
+    "ReviewStoreError",
+    "ReviewStoreLostError",
+    "label_problem",
     "copy_decisions",
     "dump_json",
     "load_json",
@@ -134,8 +146,17 @@ _IDENTITY_FIELDS = ("group_id", "kind", "sample_id", "action", "label", "reviewe
 T = TypeVar("T")
 
 
-class ReviewStoreBusyError(RuntimeError):
+class ReviewStoreError(RuntimeError):
+    """The review database cannot be used (not a database, unreadable, opened read-only); one line naming it."""
+
+
+class ReviewStoreBusyError(ReviewStoreError):
     """The database stayed locked by other writers for longer than ``lock_retry_s``."""
+
+
+class ReviewStoreLostError(ReviewStoreError):
+    """The SQLite file this store has open was removed or replaced on disk: nothing written now would be seen by
+    the app, the CLI or the export, so the store refuses every further call."""
 
 
 @dataclass(frozen=True)
@@ -159,8 +180,23 @@ def _opt_str(value: Any, what: str) -> str | None:
     return str(value)
 
 
+def label_problem(label: Any, classes: Iterable[str] | None = None) -> str | None:
+    """Why ``label`` cannot be a relabel target (one phrase), or None: empty, not one line of text (line breaks,
+    control characters), leading/trailing blanks, or not one of ``classes`` when they are given."""
+    if not isinstance(label, str) or not label.strip():
+        return "is empty"
+    if any(unicodedata.category(ch) == "Cc" for ch in label):
+        return "is not a single line of text (it holds a line break or control character)"
+    if label != label.strip():
+        return "has leading or trailing blanks"
+    if classes is not None and label not in set(classes):
+        return "is not a class of this workspace"
+    return None
+
+
 def _validate(
-    sample_id: Any, action: Any, label: Any, given_label: Any, note: Any
+    sample_id: Any, action: Any, label: Any, given_label: Any, note: Any,
+    classes: frozenset[str] | None = None,
 ) -> _Item:
     if not isinstance(sample_id, str) or not sample_id:
         raise ValueError(f"sample_id must be a non-empty string, got {sample_id!r}")
@@ -172,6 +208,10 @@ def _validate(
             raise ValueError(
                 f"action 'relabel' needs the new label (label=...) for sample {sample_id!r}"
             )
+        why = label_problem(label_s, classes)
+        if why is not None:
+            shown = label_s if len(label_s) <= 60 else label_s[:57] + "..."
+            raise ValueError(f"cannot relabel sample {sample_id!r} to {shown!r}: the label {why}")
     elif label_s is not None:
         raise ValueError(
             f"label={label_s!r} is only valid with action 'relabel' (got {action!r} for "
@@ -179,6 +219,63 @@ def _validate(
         )
     return _Item(sample_id, action, label_s, _opt_str(given_label, "given_label"),
                  _opt_str(note, "note"))
+
+
+def _first_line(exc: BaseException) -> str:
+    orig = getattr(exc, "orig", None) or exc
+    text = str(orig).strip()
+    return text.splitlines()[0] if text else type(orig).__name__
+
+
+def _file_id(path: Path) -> tuple[int, int]:
+    st = os.stat(path)
+    return st.st_dev, st.st_ino
+
+
+_PROC_FD = Path("/proc/self/fd")
+
+
+def _lost_reason(path: Path, identity: tuple[int, int]) -> str | None:
+    """Why the SQLite database at ``path`` is not the one opened as ``identity`` (or a journal this process writes
+    to is gone), or None when all is well."""
+    try:
+        if _file_id(path) != identity:
+            return "was replaced by another file"
+    except FileNotFoundError:
+        return "was removed"
+    except OSError as exc:
+        return f"cannot be checked ({exc.strerror or exc})"
+    if not _PROC_FD.is_dir():
+        return None
+    base = str(path)
+    try:
+        fds = os.listdir(_PROC_FD)
+    except OSError:
+        return None
+    for fd in fds:
+        try:
+            target = os.readlink(_PROC_FD / fd)
+        except OSError:
+            continue
+        if not target.startswith(base):
+            continue
+        name = target[len(base):]
+        deleted = name.endswith(" (deleted)")
+        suffix = name[: -len(" (deleted)")] if deleted else name
+        if suffix not in ("", "-wal", "-shm"):
+            continue
+        what = f"file {path.name}{suffix}"
+        if deleted:
+            return f"({what}) was removed"
+        try:
+            held, there = os.fstat(int(fd)), os.stat(base + suffix)
+        except FileNotFoundError:
+            return f"({what}) was removed"
+        except OSError:
+            continue  # the descriptor closed meanwhile (another thread)
+        if (held.st_dev, held.st_ino) != (there.st_dev, there.st_ino):
+            return f"({what}) was replaced by another file"
+    return None
 
 
 def _chunks(seq: Sequence[T], n: int = _SQLITE_CHUNK) -> Iterator[Sequence[T]]:
@@ -238,6 +335,8 @@ class ReviewStore:
         *,
         busy_timeout_s: float = 30.0,
         lock_retry_s: float = 300.0,
+        read_only: bool = False,
+        classes: Iterable[str] | None = None,
     ) -> None:
         """Open (creating tables if needed) the store at ``url``.
 
@@ -248,26 +347,51 @@ class ReviewStore:
             busy_timeout_s: SQLite ``busy_timeout`` (how long one attempt waits for a lock).
             lock_retry_s: total time a transaction is retried while the database is locked
                 before :class:`ReviewStoreBusyError` is raised.
+            read_only: only read: nothing is created, every write raises :class:`ReviewStoreError`. A SQLite
+                file in a folder this process cannot write is still read, with its ``-wal`` (opened
+                ``mode=ro``; else ``immutable`` when it has no ``-wal``; else from a private copy).
+            classes: the workspace's classes; a relabel to anything else is refused (``ValueError``).
+
+        Raises:
+            ReviewStoreError: the file is not a SQLite database, cannot be opened, or (read-only) does not exist.
         """
         if not isinstance(reviewer, str) or not reviewer:
             raise ValueError(f"reviewer must be a non-empty string, got {reviewer!r}")
         self.reviewer: str = reviewer
         self.lock_retry_s = float(lock_retry_s)
+        self.read_only = bool(read_only)
+        self.classes: frozenset[str] | None = frozenset(classes) if classes is not None else None
         self._url = _resolve_url(url)
         self.backend: str = self._url.get_backend_name()  # 'sqlite' | 'postgresql'
         self.path: Path | None = None
         self._closed = False
-        if self.backend == "sqlite":
-            assert self._url.database is not None
-            self.path = Path(self._url.database)
-            self.path.parent.mkdir(parents=True, exist_ok=True)
-            self._engine = self._sqlite_engine(self._url, busy_timeout_s)
-        else:
-            self._engine = sa.create_engine(self._url, pool_pre_ping=True)
+        self._identity: tuple[int, int] | None = None  # (st_dev, st_ino) of the SQLite file when opened
+        self._lost: str | None = None  # why the store refuses every call (ReviewStoreLostError)
+        self._snapshot: Path | None = None  # private copy a read-only store reads from
+        self._engine: Engine | None = None
         try:
-            self._init_schema()
+            if self.backend == "sqlite":
+                assert self._url.database is not None
+                self.path = Path(self._url.database)
+                if self.read_only:
+                    self._engine = self._sqlite_readonly_engine(self.path, busy_timeout_s)
+                else:
+                    self.path.parent.mkdir(parents=True, exist_ok=True)
+                    self._engine = self._sqlite_engine(self._url, busy_timeout_s)
+            else:
+                self._engine = sa.create_engine(self._url, pool_pre_ping=True)
+            if self.read_only:
+                self._check_schema()
+            else:
+                self._init_schema()
+            if self.path is not None and self._snapshot is None:
+                self._identity = _file_id(self.path)
+        except sa.exc.DBAPIError as exc:
+            self._dispose()
+            raise ReviewStoreError(f"{self.path or self.url}: cannot open the review database "
+                                   f"({_first_line(exc)})") from None
         except BaseException:
-            self._engine.dispose()
+            self._dispose()
             raise
 
     # ------------------------------------------------------------------ construction
@@ -309,6 +433,63 @@ class ReviewStore:
 
         return engine
 
+    def _sqlite_readonly_engine(self, path: Path, busy_timeout_s: float) -> Engine:
+        """An engine that only reads ``path`` (see ``read_only`` in :meth:`__init__`)."""
+        from urllib.parse import quote
+
+        if not path.is_file():
+            raise ReviewStoreError(f"{path}: no review database here")
+        wal = Path(f"{path}-wal")
+
+        def engine_for(uri: str) -> Engine:
+            def connect() -> sqlite3.Connection:
+                conn = sqlite3.connect(uri, uri=True, timeout=busy_timeout_s, check_same_thread=False)
+                conn.isolation_level = None
+                return conn
+
+            return sa.create_engine("sqlite+pysqlite://", creator=connect, poolclass=sa.pool.QueuePool)
+
+        attempts = [f"file:{quote(str(path))}?mode=ro"]
+        if not (wal.exists() and wal.stat().st_size > 0):
+            attempts.append(f"file:{quote(str(path))}?mode=ro&immutable=1")  # no log: the file holds everything
+        for uri in attempts:
+            engine = engine_for(uri)
+            try:
+                with engine.connect() as conn:
+                    conn.exec_driver_sql("SELECT count(*) FROM sqlite_master").all()
+                return engine
+            except sa.exc.DBAPIError as exc:
+                engine.dispose()
+                if "not a database" in str(exc.orig) or "malformed" in str(exc.orig):
+                    raise
+        # the folder cannot be written and a -wal is there: read a private copy of the file and its log
+        snap = Path(tempfile.mkdtemp(prefix="clipcleaner-review-"))
+        try:
+            for src in (path, wal):
+                if src.exists():
+                    shutil.copyfile(src, snap / src.name.replace(path.name, "review.sqlite"))
+        except OSError as exc:
+            shutil.rmtree(snap, ignore_errors=True)
+            raise ReviewStoreError(f"{path}: cannot read the review database ({exc.strerror or exc})") from None
+        self._snapshot = snap
+        return engine_for(f"file:{quote(str(snap / 'review.sqlite'))}")
+
+    def _check_schema(self) -> None:
+        """Read-only open: the tables must be there and not newer than this clipcleaner."""
+        def check(conn: Connection) -> None:
+            have = set(sa.inspect(conn).get_table_names())
+            missing = {t.name for t in metadata.sorted_tables} - have
+            if missing:
+                raise ReviewStoreError(f"{self.path or self.url}: not a clipcleaner review database "
+                                       f"(no table {', '.join(sorted(missing))})")
+            version = conn.execute(
+                sa.select(meta_table.c.value).where(meta_table.c.key == "schema_version")).scalar()
+            if version is not None and int(version) > SCHEMA_VERSION:
+                raise ReviewStoreError(f"{self.url} has review schema version {version}, newer than this "
+                                       f"clipcleaner supports ({SCHEMA_VERSION}); upgrade clipcleaner")
+
+        self._transact(check, write=False)
+
     def _init_schema(self) -> None:
         def create(conn: Connection) -> None:
             if self.backend == "postgresql":  # concurrent CREATE TABLE IF NOT EXISTS can race
@@ -338,7 +519,28 @@ class ReviewStore:
         """Close all pooled connections. Idempotent."""
         if not self._closed:
             self._closed = True
+            self._dispose()
+
+    def _dispose(self) -> None:
+        if self._engine is not None:
             self._engine.dispose()
+        if self._snapshot is not None:
+            shutil.rmtree(self._snapshot, ignore_errors=True)
+            self._snapshot = None
+
+    # ------------------------------------------------------------------ file identity (SQLite)
+    def _check_file(self) -> None:
+        """Raise :class:`ReviewStoreLostError` when the SQLite file at ``self.path`` is no longer the one this store
+        opened, or when a connection of this process holds a ``-wal`` / ``-shm`` that was removed or replaced.
+        Called before and after every transaction; once it fails, it fails for good."""
+        if self._lost is None and self._identity is not None and self.path is not None:
+            why = _lost_reason(self.path, self._identity)
+            if why is not None:
+                self._lost = (f"{self.path}: the review database {why} while clipcleaner had it open; the last "
+                              f"action was NOT saved and nothing more will be. Put the file back or restart "
+                              f"(clipcleaner opens the file now at that path)")
+        if self._lost is not None:
+            raise ReviewStoreLostError(self._lost)
 
     def __enter__(self) -> "ReviewStore":
         return self
@@ -363,6 +565,9 @@ class ReviewStore:
         """Run ``fn(conn)`` in one transaction (committed on return), retrying while locked."""
         if self._closed:
             raise RuntimeError(f"{self!r} is closed")
+        if write and self.read_only:
+            raise ReviewStoreError(f"{self.path or self.url}: opened read-only; nothing can be written")
+        self._check_file()  # before: never write into a file nobody else reads
         deadline = time.monotonic() + self.lock_retry_s
         delay = 0.02
         while True:
@@ -374,7 +579,9 @@ class ReviewStore:
                         if write and lock_events and self.backend == "postgresql":
                             # serialise writers: event ids then follow commit order
                             conn.exec_driver_sql("LOCK TABLE events IN SHARE ROW EXCLUSIVE MODE")
-                        return fn(conn)
+                        result = fn(conn)
+                self._check_file()  # after the commit: it landed in the file everybody reads, or it is not acked
+                return result
             except (sa.exc.DBAPIError, sqlite3.OperationalError) as exc:
                 if not self._is_retryable(exc):
                     raise
@@ -516,7 +723,7 @@ class ReviewStore:
         Raises:
             ValueError: unknown action, missing/extra label, empty sample id or reviewer.
         """
-        item = _validate(sample_id, action, label, given_label, note)
+        item = _validate(sample_id, action, label, given_label, note, self.classes)
         who = self._reviewer(reviewer)
         _, ids = self._transact(lambda conn: self._apply(conn, [item], who), write=True)
         return ids[0]
@@ -567,7 +774,7 @@ class ReviewStore:
                 merged["label"] = None  # a default relabel label must not leak into other actions
             try:
                 parsed.append(_validate(values.get("sample_id"), merged["action"], merged["label"],
-                                        merged["given_label"], merged["note"]))
+                                        merged["given_label"], merged["note"], self.classes))
             except ValueError as exc:
                 raise ValueError(f"item {n}: {exc}") from None
         if not parsed:
@@ -867,6 +1074,16 @@ def default_reviewer() -> str:
     return os.environ.get(REVIEWER_ENV, "").strip() or "local"
 
 
+def workspace_classes(workspace: str | os.PathLike[str]) -> list[str] | None:
+    """The classes of a scanned workspace (from its manifest), or None when it has none yet."""
+    from .workspace import Workspace, WorkspaceError
+
+    try:
+        return Workspace(workspace).classes()
+    except WorkspaceError:
+        return None
+
+
 def open_store(
     workspace: str | os.PathLike[str],
     url: str | os.PathLike[str] | None = None,
@@ -877,9 +1094,11 @@ def open_store(
 
     This is what the app, the CLI and scripts should call so that everybody working on a workspace
     reads and writes the same (possibly shared PostgreSQL) database. ``reviewer`` defaults to
-    :func:`default_reviewer`. Extra keyword arguments go to :class:`ReviewStore`.
+    :func:`default_reviewer`. A relabel is checked against the workspace's classes (unless ``classes=`` is
+    given). Extra keyword arguments go to :class:`ReviewStore` (e.g. ``read_only=True``).
     """
     resolved, _ = resolve_store_url(workspace, url)
+    kwargs.setdefault("classes", workspace_classes(workspace))
     return ReviewStore.for_workspace(workspace, url=resolved, reviewer=reviewer or default_reviewer(),
                                      **kwargs)
 

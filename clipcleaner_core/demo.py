@@ -13,6 +13,7 @@ import numpy as np
 import pandas as pd
 from PIL import Image
 
+from .csvio import write_safe_csv
 from .noise import DIGITS_PAIRS, centroid_similarity, hard_noise, pairwise_noise, symmetric_noise
 
 DIGIT_NAMES = ["zero", "one", "two", "three", "four", "five", "six", "seven", "eight", "nine"]
@@ -78,8 +79,8 @@ def write_demo(out_dir: str | Path, noise: str = "mix", rate: float | None = Non
             Image.fromarray(im, mode="L").resize((8 * scale, 8 * scale), Image.NEAREST).save(p, optimize=True)
         paths.append(rel)
     names = np.array(DIGIT_NAMES)
-    pd.DataFrame({"path": paths, "label": names[noisy]}).to_csv(out / "labels.csv", index=False)
-    pd.DataFrame({"path": paths, "label": names[y]}).to_csv(out / "truth.csv", index=False)
+    write_safe_csv(out / "labels.csv", pd.DataFrame({"path": paths, "label": names[noisy]}))
+    write_safe_csv(out / "truth.csv", pd.DataFrame({"path": paths, "label": names[y]}))
     (out / "classes.txt").write_text("\n".join(DIGIT_NAMES) + "\n", encoding="utf-8")
     summary = {
         "dataset": "scikit-learn digits (8x8, upscaled to 32x32 PNG)",

@@ -5,13 +5,19 @@ content (paths, sizes, mtimes) and the encoder identity. A second scan with the 
 interrupted scan resumes from the chunks already written. The final matrix is written to ``WS/embeddings.npy``:
 float16, shape (N_scored, D), unit L2 norm rows, memory-mappable (``numpy.load(..., mmap_mode="r")``), rows
 aligned with ``scores.parquet``. Images that fail to decode are reported (path + reason) and left out.
+
+A cached chunk that cannot be read back (truncated by a crash or a full disk, or written for other samples) is
+discarded and recomputed, with a note (:func:`chunks_to_compute`). Files are written with plain writes, never
+through a memory map, so a full disk is an ``OSError`` naming the folder (not a SIGBUS), and no temp file is left.
 """
 from __future__ import annotations
 
+import errno
 import hashlib
 import json
 import os
-from dataclasses import dataclass
+import shutil
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Callable, Sequence
 
@@ -34,6 +40,7 @@ class EmbeddingResult:
     path: Path
     cache_dir: Path
     reused: bool
+    notes: list[str] = field(default_factory=list)  # e.g. cache chunks that were discarded and recomputed
 
 
 class _ImageSet:
@@ -67,10 +74,59 @@ def _chunk_path(d: Path, c: int) -> Path:
     return d / f"chunk-{c:06d}.npz"
 
 
+def _disk_error(e: OSError, folder: Path) -> OSError:
+    """``e`` with the folder it happened in as its file name (a full disk names where to free space)."""
+    if e.filename is None:
+        e.filename = str(folder)
+    return e
+
+
 def _write_atomic_npz(path: Path, **arrays) -> None:
     tmp = path.with_name(path.name + ".tmp.npz")
-    np.savez(tmp, **arrays)
-    os.replace(tmp, path)
+    try:
+        np.savez(tmp, **arrays)
+        os.replace(tmp, path)
+    except OSError as e:
+        tmp.unlink(missing_ok=True)
+        raise _disk_error(e, path.parent) from None
+    except BaseException:
+        tmp.unlink(missing_ok=True)
+        raise
+
+
+def _chunk_problem(cache_dir: Path, c: int, expect_ids: Sequence[str]) -> str | None:
+    """Why cached chunk ``c`` cannot be used (one phrase), or None when it reads back whole for ``expect_ids``."""
+    try:
+        z = _load_chunk(cache_dir, c)
+    except Exception as e:  # noqa: BLE001 - BadZipFile, EOFError, ValueError, OSError ... of a truncated file
+        return f"cannot be read ({type(e).__name__})"
+    if not {"feats", "ok", "reason", "ids"} <= set(z):
+        return "misses arrays"
+    n = len(expect_ids)
+    f = z["feats"]
+    if f.ndim != 2 or f.shape[0] != n or len(z["ok"]) != n or len(z["reason"]) != n:
+        return "has the wrong shape"
+    if [str(s) for s in z["ids"]] != list(expect_ids):
+        return "belongs to other samples"
+    return None
+
+
+def chunks_to_compute(cache_dir: Path, sample_ids: Sequence[str]) -> tuple[list[int], list[str]]:
+    """The chunk numbers to (re)compute for ``sample_ids`` (N,): the missing ones and those whose cached file is
+    unusable, which are deleted. Returns (todo, notes); each note names a discarded file and why."""
+    n = len(sample_ids)
+    todo, notes = [], []
+    for c in range((n + CHUNK - 1) // CHUNK):
+        p = _chunk_path(cache_dir, c)
+        if not p.exists():
+            todo.append(c)
+            continue
+        why = _chunk_problem(cache_dir, c, sample_ids[c * CHUNK:(c + 1) * CHUNK])
+        if why is not None:
+            p.unlink(missing_ok=True)
+            notes.append(f"{p}: cached embedding chunk {why}; discarded and recomputed")
+            todo.append(c)
+    return todo, notes
 
 
 class ChunkWriter:
@@ -125,7 +181,7 @@ def embed_samples(abs_paths: Sequence[str], sample_ids: Sequence[str], encoder: 
     cache_dir.mkdir(parents=True, exist_ok=True)
     n = len(abs_paths)
     n_chunks = (n + CHUNK - 1) // CHUNK
-    todo = [c for c in range(n_chunks) if not _chunk_path(cache_dir, c).exists()]
+    todo, notes = chunks_to_compute(cache_dir, sample_ids)
     reused = not todo
     if num_workers is None:
         num_workers = 0 if encoder.kind == "pixels" else default_workers()
@@ -153,7 +209,7 @@ def embed_samples(abs_paths: Sequence[str], sample_ids: Sequence[str], encoder: 
             done += len(idx)
             if progress:
                 progress("embed", min(done, n), n)
-    return assemble(cache_dir, n_chunks, sample_ids, encoder, out_path, reused, progress)
+    return assemble(cache_dir, n_chunks, sample_ids, encoder, out_path, reused, progress, notes)
 
 
 def _load_chunk(cache_dir: Path, c: int) -> dict:
@@ -162,8 +218,10 @@ def _load_chunk(cache_dir: Path, c: int) -> dict:
 
 
 def assemble(cache_dir: Path, n_chunks: int, sample_ids: Sequence[str], encoder: Encoder, out_path: Path,
-             reused: bool = False, progress: Progress | None = None) -> EmbeddingResult:
-    """Join the chunks into ``out_path`` (float16, unit-norm rows, only images that decoded)."""
+             reused: bool = False, progress: Progress | None = None,
+             notes: Sequence[str] = ()) -> EmbeddingResult:
+    """Join the chunks into ``out_path`` (float16, unit-norm rows, only images that decoded); ``notes`` are
+    passed on in the result."""
     failed: dict[str, str] = {}
     keep_ids: list[str] = []
     dim = 0
@@ -186,20 +244,51 @@ def assemble(cache_dir: Path, n_chunks: int, sample_ids: Sequence[str], encoder:
             yield z["feats"][z["ok"]].astype(np.float32)
 
     stats = encoder.fit_stats(valid_chunks)
-    tmp = out_path.with_name(out_path.name + ".tmp.npy")
-    out = np.lib.format.open_memmap(tmp, mode="w+", dtype=np.float16, shape=(len(keep_ids), dim))
-    pos = 0
-    for c, f in enumerate(valid_chunks()):
-        if len(f):
-            out[pos:pos + len(f)] = encoder.finalize(stats, f).astype(np.float16)
-            pos += len(f)
-        if progress:
-            progress("assemble", c + 1, n_chunks)
-    out.flush()
-    del out
-    os.replace(tmp, out_path)
+    _write_npy(out_path, (len(keep_ids), dim), (encoder.finalize(stats, f) for f in valid_chunks()),
+               lambda c: progress("assemble", c, n_chunks) if progress else None)
     (cache_dir / "done.json").write_text(json.dumps({"encoder": encoder.identity, "n": len(sample_ids),
                                                      "failed": len(failed)}), encoding="utf-8")
     feats = np.load(out_path, mmap_mode="r")
     return EmbeddingResult(features=feats, sample_ids=keep_ids, failed=failed, path=out_path,
-                           cache_dir=cache_dir, reused=reused)
+                           cache_dir=cache_dir, reused=reused, notes=list(notes))
+
+
+def _write_npy(out_path: Path, shape: tuple[int, int], blocks, on_block=None) -> None:
+    """Write a float16 ``.npy`` of ``shape`` from row ``blocks`` through a temp file + rename, with plain writes.
+
+    Free space is checked first; a full disk is an ``OSError`` (ENOSPC) naming the folder, and the temp file is
+    removed on any failure. (Writing through ``open_memmap`` turns a full disk into SIGBUS.)"""
+    folder = out_path.parent
+    need = int(np.prod(shape)) * 2 + 4096
+    try:
+        free = shutil.disk_usage(folder).free
+    except OSError:
+        free = None
+    if free is not None and free < need:
+        raise OSError(errno.ENOSPC, f"No space left on device: {need:,} bytes needed for {out_path.name}, "
+                                    f"{free:,} free", str(folder))
+    tmp = out_path.with_name(out_path.name + ".tmp.npy")
+    header = {"descr": np.lib.format.dtype_to_descr(np.dtype(np.float16)), "fortran_order": False,
+              "shape": tuple(int(x) for x in shape)}
+    rows = 0
+    try:
+        with open(tmp, "wb") as f:
+            np.lib.format.write_array_header_1_0(f, header)
+            for k, block in enumerate(blocks):
+                block = np.ascontiguousarray(block, dtype=np.float16)
+                if len(block):
+                    f.write(block.tobytes())
+                    rows += len(block)
+                if on_block:
+                    on_block(k + 1)
+            f.flush()
+            os.fsync(f.fileno())
+        if rows != shape[0]:
+            raise RuntimeError(f"{out_path}: wrote {rows} rows, expected {shape[0]}")
+        os.replace(tmp, out_path)
+    except OSError as e:
+        tmp.unlink(missing_ok=True)
+        raise _disk_error(e, folder) from None
+    except BaseException:
+        tmp.unlink(missing_ok=True)
+        raise

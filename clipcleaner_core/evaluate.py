@@ -1,27 +1,105 @@
 """Evaluation against known clean labels: precision / recall / F1 of each detector's flags, AUROC of its score.
 
 A sample is truly mislabelled when its given label differs from the truth file's label. Only scored samples
-that appear in the truth file count.
+that appear in the truth file count. A truth file is checked when it is given (:func:`read_truth`,
+:func:`validate_truth_file`): a bad one is refused with one line that names the file and the problem and never
+quotes its content (it may be any file a person typed, e.g. ``/etc/shadow``).
 """
 from __future__ import annotations
 
 import os
+import stat
 from pathlib import Path
 
 import numpy as np
 import pandas as pd
 
 from . import registry
-from .dataset import read_table
+from .dataset import BAD_ROW, DatasetError, display_path, read_table
 from .workspace import Workspace
+
+#: a truth file larger than this is refused before it is read
+MAX_TRUTH_BYTES = 1 << 30
+
+
+class TruthFileError(ValueError):
+    """The ground-truth file cannot be used; one line naming the file and the problem, never its content."""
+
+
+_TRUTH_PROBLEMS = {  # DatasetError.kind of read_table -> what to say (without quoting the file)
+    "binary": "is not a text table (binary content)",
+    "empty": "is empty",
+    "columns": "has no path and label columns (expected a header like 'path,label')",
+}
+
+
+def read_truth(truth_file: str | os.PathLike) -> pd.DataFrame:
+    """The rows of a ground-truth ``path,label`` table (CSV/TSV/Parquet, see :func:`dataset.read_table`) that have
+    a path and a label; raises :class:`TruthFileError` for anything that is not such a table."""
+    p = Path(truth_file).expanduser()
+    name = display_path(str(p))
+    try:
+        st = p.stat()
+    except FileNotFoundError:
+        raise TruthFileError(f"{name}: no such truth file") from None
+    except OSError as e:
+        raise TruthFileError(f"{name}: cannot access the truth file ({e.strerror or type(e).__name__})") from None
+    if stat.S_ISDIR(st.st_mode):
+        raise TruthFileError(f"{name}: is a folder, not a path,label table")
+    if not stat.S_ISREG(st.st_mode):
+        raise TruthFileError(f"{name}: is not a regular file")
+    if st.st_size > MAX_TRUTH_BYTES:
+        raise TruthFileError(f"{name}: is too large for a truth file ({st.st_size:,} bytes)")
+    try:
+        with open(p, "rb"):
+            pass
+    except OSError as e:
+        raise TruthFileError(f"{name}: cannot read the truth file ({e.strerror or type(e).__name__})") from None
+    try:
+        t = read_table(p)
+    except DatasetError as e:
+        what = _TRUTH_PROBLEMS.get(e.kind, "cannot be read as a path,label table")
+        raise TruthFileError(f"{name}: {what}") from None
+    except OSError as e:
+        raise TruthFileError(f"{name}: cannot read the truth file ({e.strerror or type(e).__name__})") from None
+    t = t[(t["path"] != "") & (t["label"] != "") & (t["label"] != BAD_ROW)]
+    if not len(t):
+        raise TruthFileError(f"{name}: holds no row with both a path and a label")
+    return t
+
+
+def validate_truth_file(truth_file: str | os.PathLike, scores: pd.DataFrame | None = None) -> Path:
+    """Check a truth file when a person gives it; returns its absolute path. With ``scores`` (a workspace's scored
+    samples) it must also name at least one of them. Raises :class:`TruthFileError`."""
+    p = Path(truth_file).expanduser().absolute()
+    t = read_truth(p)
+    if scores is not None and len(scores):
+        lookup = _truth_lookup(t, p)
+        matched = int(scores["abs_path"].map(lambda q: os.path.normpath(q) in lookup).sum())
+        if matched == 0:
+            raise TruthFileError(f"{display_path(str(p))}: none of its {len(t):,} paths is a scored sample of this "
+                                 f"workspace (relative paths are read against the truth file's folder)")
+    return p
+
+
+def _truth_lookup(t: pd.DataFrame, truth_file: Path) -> dict[str, str]:
+    base = Path(truth_file).absolute().parent
+    keys = [os.path.normpath(q if os.path.isabs(q) else base / q) for q in t["path"]]
+    return dict(zip(keys, t["label"]))
+
+DETECTORS = {  # column prefix -> title
+    "ens": "ensemble (default)",
+    "cc": "clipcleaner (METHOD.md)",
+    "cleanlab": "cleanlab",
+    "knn": "k-NN agreement",
+}
 
 
 def truth_labels(scores: pd.DataFrame, truth_file: str | Path) -> pd.Series:
-    """Truth label per row of ``scores`` (NaN where the truth file has no entry), matched by absolute path."""
-    t = read_table(truth_file)
-    base = Path(truth_file).absolute().parent
-    keys = [os.path.normpath(p if os.path.isabs(p) else base / p) for p in t["path"]]
-    lookup = dict(zip(keys, t["label"]))
+    """Truth label per row of ``scores`` (NaN where the truth file has no entry), matched by absolute path.
+    Raises :class:`TruthFileError` when the file is not a usable truth table (it may have changed since it was
+    set)."""
+    lookup = _truth_lookup(read_truth(truth_file), Path(truth_file))
     return scores["abs_path"].map(lambda p: lookup.get(os.path.normpath(p)))
 
 
@@ -60,6 +138,10 @@ def evaluate_workspace(workspace: str | Path | Workspace, truth_file: str | Path
     """Load a scanned workspace and evaluate every detector against ``truth_file`` (``path,label``)."""
     ws = workspace if isinstance(workspace, Workspace) else Workspace(workspace)
     scores = ws.scores()
+    if not len(scores):
+        raise ValueError(f"{ws.path}: no sample was scored in this workspace (every file was unusable); "
+                         f"nothing to evaluate")
+    truth_file = validate_truth_file(truth_file, scores)
     result = evaluate_scores(scores, truth_labels(scores, truth_file), ws.settings().method)
     result["truth_file"] = str(truth_file)
     return result

@@ -5,13 +5,17 @@ sample_id``. ``label`` is the final label after review: the relabel target, else
 ``undecided="suggested"``, the suggestion for flagged samples nobody reviewed). Files are written atomically
 (temp file + rename), so a failed export leaves the previous one intact. Source images are never modified.
 Text cells that a spreadsheet would run as a formula (starting with ``= + - @``, tab or CR, and not a plain
-number) are prefixed with ``'``.
+number) are prefixed with ``'`` (:mod:`clipcleaner_core.csvio`, the one CSV writer). An ImageFolder export never
+deletes what clipcleaner did not create (:mod:`clipcleaner_core.guards`).
 """
 from __future__ import annotations
 
+import hashlib
 import json
 import os
 import shutil
+import tempfile
+import unicodedata
 from dataclasses import asdict
 from datetime import datetime, timezone
 from pathlib import Path
@@ -19,24 +23,16 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from .workspace import Workspace, atomic_write_text
+from . import guards
+from .csvio import escape_formula, to_safe_csv  # noqa: F401 - part of this module's API (the app imports them here)
+from .workspace import Workspace, atomic_write_text, current_umask
 
 EXPORT_COLUMNS = ["path", "label", "original_label", "suggested_label", "flagged", "noise_score", "decision",
                   "reviewer", "sample_id"]
 EXCLUDED_CHOICES = ("drop", "keep")
 UNDECIDED_CHOICES = ("keep", "suggested", "drop", "drop-flagged")
-_FORMULA_START = ("=", "+", "-", "@", "\t", "\r")
-
-
-def escape_formula(value: object) -> object:
-    """Neutralise spreadsheet formula injection in one cell (numbers and safe text pass unchanged)."""
-    if not isinstance(value, str) or not value.startswith(_FORMULA_START):
-        return value
-    try:
-        float(value)
-        return value
-    except ValueError:
-        return "'" + value
+#: longest file or folder name (in UTF-8 bytes) the ImageFolder export writes; longer ones are shortened + hashed
+MAX_NAME_BYTES = 200
 
 
 def decisions_frame(workspace: Workspace, db_url: str | None = None) -> pd.DataFrame:
@@ -45,25 +41,48 @@ def decisions_frame(workspace: Workspace, db_url: str | None = None) -> pd.DataF
 
     if db_url is None and not workspace.review_db.exists():
         return pd.DataFrame(columns=["sample_id", "action", "label", "reviewer", "updated_at"])
-    store = ReviewStore.for_workspace(workspace.path, url=db_url)
+    store = ReviewStore.for_workspace(workspace.path, url=db_url, read_only=True)
     try:
         return store.current()
     finally:
         store.close()
 
 
+def invalid_relabels(decisions: pd.DataFrame, classes: list[str]) -> pd.DataFrame:
+    """The relabel decisions whose new label is not one of ``classes`` (or not a single line of text)."""
+    from .decisions import label_problem
+
+    if not len(decisions):
+        return decisions
+    rel = decisions[decisions["action"] == "relabel"]
+    known = set(classes)
+    bad = [label_problem(lab, known) is not None for lab in rel["label"]]
+    return rel[np.asarray(bad, dtype=bool)] if len(rel) else rel
+
+
 def cleaned_table(scores: pd.DataFrame, decisions: pd.DataFrame, excluded: str = "drop",
-                  undecided: str = "keep") -> pd.DataFrame:
+                  undecided: str = "keep", classes: list[str] | None = None) -> pd.DataFrame:
     """Apply review ``decisions`` to ``scores``; returns the export table (see module doc), one row per sample.
 
     ``excluded``: ``drop`` rows marked exclude, or ``keep`` them (decision column says exclude).
     ``undecided``: for samples without a decision, ``keep`` the given label, use the ``suggested`` label for
     flagged ones, ``drop`` all undecided, or ``drop-flagged`` (drop only flagged undecided samples).
+    ``classes``: when given, a relabel to a label that is not one of them (or that spans several lines) is
+    refused with a ``ValueError`` naming the sample, instead of being exported.
     """
     if excluded not in EXCLUDED_CHOICES:
         raise ValueError(f"excluded must be one of {EXCLUDED_CHOICES}")
     if undecided not in UNDECIDED_CHOICES:
         raise ValueError(f"undecided must be one of {UNDECIDED_CHOICES}")
+    if classes is not None:
+        bad = invalid_relabels(decisions, classes)
+        bad = bad[bad["sample_id"].isin(set(scores["sample_id"]))] if len(bad) else bad
+        if len(bad):
+            sid, lab = bad["sample_id"].iloc[0], str(bad["label"].iloc[0])
+            shown = lab if len(lab) <= 60 else lab[:57] + "..."
+            raise ValueError(f"{len(bad)} relabel decision(s) name a label that is not a class of this workspace "
+                             f"(e.g. sample {sid} -> {shown!r}); relabel them to a class or clear them "
+                             f"(clipcleaner db decide WS clear SAMPLE) and export again")
     d = decisions.set_index("sample_id") if len(decisions) else pd.DataFrame(columns=["action", "label", "reviewer"])
     action = scores["sample_id"].map(d["action"]) if len(d) else pd.Series([None] * len(scores), index=scores.index)
     action = action.where(action.notna() & (action != "clear"), "")
@@ -97,13 +116,13 @@ def cleaned_table(scores: pd.DataFrame, decisions: pd.DataFrame, excluded: str =
     return out[keep][EXPORT_COLUMNS].reset_index(drop=True)
 
 
-def to_safe_csv(df: pd.DataFrame) -> str:
-    """CSV text of ``df`` with every text cell formula-escaped."""
-    safe = df.copy()
-    for c in safe.columns:
-        if safe[c].dtype == object or pd.api.types.is_string_dtype(safe[c]):
-            safe[c] = safe[c].map(escape_formula)
-    return safe.to_csv(index=False, lineterminator="\n")
+def _file_target(path: str | Path, what: str) -> Path:
+    """``path`` as a file to write; a folder there is refused in one line (instead of a rename error)."""
+    p = Path(path).expanduser()
+    if p.is_dir():
+        example = p / ("cleaned.csv" if what == "CSV" else "report.json")
+        raise ValueError(f"{p}: is a folder; give a file name for the {what} (e.g. {example})")
+    return p
 
 
 def export_csv(workspace: str | Path | Workspace, out: str | Path | None = None, *, excluded: str = "drop",
@@ -111,8 +130,9 @@ def export_csv(workspace: str | Path | Workspace, out: str | Path | None = None,
     """Write the cleaned CSV (default ``WS/exports/cleaned.csv``) atomically; returns (path, table)."""
     ws = workspace if isinstance(workspace, Workspace) else Workspace(workspace)
     ws.require()
-    table = cleaned_table(ws.scores(), decisions_frame(ws, db_url), excluded=excluded, undecided=undecided)
-    path = Path(out) if out else ws.exports_dir / "cleaned.csv"
+    path = _file_target(out, "CSV") if out else ws.exports_dir / "cleaned.csv"
+    table = cleaned_table(ws.scores(), decisions_frame(ws, db_url), excluded=excluded, undecided=undecided,
+                          classes=ws.classes())
     atomic_write_text(path, to_safe_csv(table))
     return path, table
 
@@ -139,55 +159,119 @@ def export_report(workspace: str | Path | Workspace, table: pd.DataFrame, out: s
         "unusable_samples": int(settings.counts.get("unusable", 0)),
         **(extra or {}),
     }
-    path = Path(out) if out else ws.exports_dir / "report.json"
+    path = _file_target(out, "report") if out else ws.exports_dir / "report.json"
     atomic_write_text(path, json.dumps(report, indent=2))
     return path, report
+
+
+def _name_part(name: str, used: dict[str, str] | None = None, key: str = "") -> str:
+    """A safe file/folder name for ``name``: no separators, no control characters, not '.'/'..', at most
+    :data:`MAX_NAME_BYTES` UTF-8 bytes (a longer one is cut and given a hash suffix so names stay distinct).
+    With ``used`` (name -> key it was given to), a name already taken by another key gets the hash suffix too."""
+    safe = "".join("_" if unicodedata.category(ch) == "Cc" else ch for ch in name)
+    safe = safe.replace("/", "_").replace("\\", "_").strip(".").strip() or "_"
+    digest = hashlib.sha1(name.encode("utf-8", "surrogateescape")).hexdigest()[:10]
+    raw = safe.encode("utf-8", "surrogateescape")
+    if len(raw) > MAX_NAME_BYTES:
+        stem, ext = os.path.splitext(safe)
+        ext = ext if len(ext.encode("utf-8", "surrogateescape")) <= 16 else ""
+        room = MAX_NAME_BYTES - 12 - len(ext.encode("utf-8", "surrogateescape"))
+        stem = stem.encode("utf-8", "surrogateescape")[:room].decode("utf-8", "ignore")
+        safe = f"{stem}~{digest}{ext}"
+    if used is not None:
+        if used.get(safe, key) != key:
+            safe = f"{safe[:MAX_NAME_BYTES - 12]}~{digest}"
+        used[safe] = key
+    return safe
+
+
+def _protected_folders(ws: Workspace) -> dict[str, str | None]:
+    """The folders an export must never replace: the workspace and the dataset it was scanned from."""
+    data = ws.settings().data
+    source = data.source
+    return {"the workspace": str(ws.path), "the dataset root": data.root or None,
+            "the dataset": source if source and os.path.isdir(source) else None}
+
+
+def check_imagefolder_target(workspace: str | Path | Workspace, out_dir: str | Path,
+                             sources=None) -> tuple[Path, dict | None]:
+    """Whether an ImageFolder export may go to ``out_dir`` (see :func:`export_imagefolder`), checked before
+    anything is written: returns (absolute target, marker of the previous export or None), or raises
+    :class:`guards.UnsafeTargetError`. ``sources``: the source image paths (default: the workspace's)."""
+    ws = workspace if isinstance(workspace, Workspace) else Workspace(workspace)
+    if sources is None:
+        sources = ws.scores()["abs_path"].to_numpy()
+    out = guards.check_export_folder(out_dir, _protected_folders(ws), allowed_under=ws.exports_dir, sources=sources)
+    return out, guards.replaceable_export(out)
 
 
 def export_imagefolder(workspace: str | Path | Workspace, table: pd.DataFrame, out_dir: str | Path,
                        mode: str = "link") -> dict:
     """Lay the cleaned set out as ``out_dir/<label>/<file>``: symlinks (``mode="link"``) or copies (``copy``).
 
-    Built in a temp folder beside ``out_dir`` and renamed into place; the source images are only read.
-    Returns counts. File-name clashes inside a class folder get the sample id prefixed.
+    ``out_dir`` must be new, empty, or a previous ImageFolder export of clipcleaner (it carries the marker file
+    :data:`guards.IMAGEFOLDER_MARKER` listing what it created, and nothing else was added); it may not be, hold or
+    sit inside the dataset or the workspace (except below the workspace's ``exports/``). Anything else is refused
+    with :class:`guards.UnsafeTargetError` before a file is written. The export is built in a temp folder beside
+    ``out_dir`` and renamed into place; a previous export is then removed entry by entry from its marker. The
+    source images are only read. Long or clashing names are shortened / prefixed with the sample id. Returns
+    counts.
     """
     if mode not in ("link", "copy"):
         raise ValueError("mode must be 'link' or 'copy'")
     ws = workspace if isinstance(workspace, Workspace) else Workspace(workspace)
     src = ws.scores().set_index("sample_id")["abs_path"]
-    out = Path(out_dir).absolute()
-    tmp = out.with_name(f".{out.name}.building")
-    shutil.rmtree(tmp, ignore_errors=True)
-    tmp.mkdir(parents=True)
+    out, previous = check_imagefolder_target(ws, out_dir, src.to_numpy())
+    out.parent.mkdir(parents=True, exist_ok=True)
+    prefix = f".{_name_part(out.name)[:80]}."
+    tmp = Path(tempfile.mkdtemp(prefix=prefix, suffix=".building", dir=out.parent))
     n = 0
+    entries: list[str] = []
     try:
+        os.chmod(tmp, 0o777 & ~current_umask())
+        folders: dict[str, str] = {}
         for sid, label in zip(table["sample_id"], table["label"]):
             srcp = Path(src[sid])
-            safe_label = str(label).replace("/", "_").replace("\\", "_").strip(".") or "_"
-            d = tmp / safe_label
-            d.mkdir(exist_ok=True)
-            dst = d / srcp.name
+            cls = _name_part(str(label), folders, str(label))
+            d = tmp / cls
+            if not d.is_dir():
+                d.mkdir()
+                entries.append(cls)
+            dst = d / _name_part(srcp.name)
             if dst.exists() or dst.is_symlink():
-                dst = d / f"{sid}-{srcp.name}"
+                dst = d / _name_part(f"{sid}-{srcp.name}")
             if mode == "link":
                 os.symlink(srcp, dst)
             else:
                 shutil.copy2(srcp, dst)
+            entries.append(f"{cls}/{dst.name}")
             n += 1
+        marker = {"format": guards.IMAGEFOLDER_FORMAT, "version": 1, "workspace": str(ws.path), "mode": mode,
+                  "created_at": datetime.now(timezone.utc).isoformat(timespec="seconds"), "entries": entries}
+        (tmp / guards.IMAGEFOLDER_MARKER).write_text(json.dumps(marker), encoding="utf-8")
     except BaseException:  # a failed build leaves the previous export as it was and no half-built folder
-        shutil.rmtree(tmp, ignore_errors=True)
+        shutil.rmtree(tmp, ignore_errors=True)  # (made by mkdtemp above: only our own files are in it)
         raise
-    if out.exists():
-        old = out.with_name(f".{out.name}.old")
-        shutil.rmtree(old, ignore_errors=True)
-        os.replace(out, old)
+    left: list[str] = []
+    if os.path.lexists(out):  # an empty folder or our previous export (checked above): swap, then remove it
+        old = Path(tempfile.mkdtemp(prefix=prefix, suffix=".old", dir=out.parent))
+        os.replace(out, old)  # (renaming onto the empty folder mkdtemp just made)
         try:
             os.replace(tmp, out)
         except BaseException:
             os.replace(old, out)  # put the previous export back
             shutil.rmtree(tmp, ignore_errors=True)
             raise
-        shutil.rmtree(old, ignore_errors=True)
+        if previous is not None:
+            left = guards.remove_export(old, previous)
+        else:
+            try:
+                old.rmdir()  # it was empty (should a file have appeared since, the folder is kept)
+            except OSError:
+                left = [str(old)]
     else:
         os.replace(tmp, out)
-    return {"images": n, "classes": int(table["label"].nunique()), "mode": mode, "path": str(out)}
+    info = {"images": n, "classes": int(table["label"].nunique()), "mode": mode, "path": str(out)}
+    if left:
+        info["kept_previous"] = f"{len(left)} entries of the previous export could not be removed"
+    return info

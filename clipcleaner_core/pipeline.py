@@ -112,7 +112,8 @@ def scan(data: str | Path, workspace: str | Path | Workspace, *, root: str | Non
     timings: dict[str, float] = {}
 
     t0 = time.perf_counter()
-    ds = load_dataset(data, root=root, classes_file=classes_file, allow_outside_root=allow_outside_root)
+    ds = load_dataset(data, root=root, classes_file=classes_file, allow_outside_root=allow_outside_root,
+                      skip_dirs=(ws.path,))  # a workspace inside an ImageFolder is not a class
     timings["dataset_s"] = time.perf_counter() - t0
     n_bad = int((ds.samples["status"] != "ok").sum())
     log(f"dataset: {len(ds.samples)} samples, {len(ds.classes)} classes, {n_bad} unusable")
@@ -139,6 +140,9 @@ def scan(data: str | Path, workspace: str | Path | Workspace, *, root: str | Non
         emb = embed_samples(list(ok["abs_path"]), list(ok["sample_id"]), enc, cache, emb_path,
                             batch_size=enc_cfg.batch_size, num_workers=enc_cfg.num_workers, progress=progress)
     timings["embed_s"] = time.perf_counter() - t0
+    for note in emb.notes:  # e.g. a damaged cache chunk that was discarded and recomputed
+        ds.notes.append(note)
+        log(note)
     log(f"embeddings: {emb.features.shape[0]} x {emb.features.shape[1]} "
         f"({'reused from cache' if emb.reused else 'computed'}), {len(emb.failed)} failed to decode")
     if emb.failed:

@@ -31,7 +31,7 @@ from typing import Any, Callable, Iterator, Sequence
 import numpy as np
 
 from .dataset import limit_aspect, load_image
-from .embeddings import CHUNK, ChunkWriter, EmbeddingResult, _chunk_path, assemble
+from .embeddings import CHUNK, ChunkWriter, EmbeddingResult, assemble, chunks_to_compute
 from .encoders import Encoder
 
 Progress = Callable[[str, int, int], None]
@@ -242,7 +242,7 @@ def embed_samples_ray(abs_paths: Sequence[str], sample_ids: Sequence[str], encod
     cache_dir.mkdir(parents=True, exist_ok=True)
     n = len(abs_paths)
     n_chunks = (n + CHUNK - 1) // CHUNK
-    todo = [c for c in range(n_chunks) if not _chunk_path(cache_dir, c).exists()]
+    todo, notes = chunks_to_compute(cache_dir, sample_ids)
     reused = not todo
     done = n - sum(min(CHUNK, n - c * CHUNK) for c in todo)
     if progress:
@@ -278,4 +278,4 @@ def embed_samples_ray(abs_paths: Sequence[str], sample_ids: Sequence[str], encod
         if missing:
             raise RuntimeError(f"the Ray job returned incomplete results for chunk(s) {missing}; run the scan again "
                                f"to resume")
-    return assemble(cache_dir, n_chunks, sample_ids, encoder, out_path, reused, progress)
+    return assemble(cache_dir, n_chunks, sample_ids, encoder, out_path, reused, progress, notes)

@@ -213,14 +213,15 @@ def truth_path(ws: Workspace) -> Path | None:
 
 
 def set_truth_path(ws: Workspace, path: str | Path | None) -> None:
-    """Record (or with None forget) the ground-truth labels file (``path,label`` CSV/Parquet) of ``ws``."""
+    """Record (or with None forget) the ground-truth labels file (``path,label`` CSV/Parquet) of ``ws``; a file that
+    is not such a table, or names none of the scored samples, is refused (:class:`evaluate.TruthFileError`)."""
     p = ws.path / TRUTH_FILE
     if path is None:
         p.unlink(missing_ok=True)
         return
-    path = Path(path).expanduser().absolute()
-    if not path.is_file():
-        raise FileNotFoundError(f"{path}: no such truth file")
+    from .evaluate import validate_truth_file
+
+    path = validate_truth_file(path, ws.scores())  # TruthFileError (one line, no content) for a bad file
     atomic_write_text(p, json.dumps({"path": str(path)}, indent=1))
 
 

@@ -26,7 +26,11 @@ def _truth(path: str, generation: str, tpath: str, tstamp: int) -> pd.Series:
     return evaluate.truth_labels(ctx.scores, tpath)
 
 
-truth = _truth(ctx.path, ctx.generation, str(tp), _ui._mtime(tp))
+try:
+    truth = _truth(ctx.path, ctx.generation, str(tp), _ui._mtime(tp))
+except evaluate.TruthFileError as e:  # one line naming the file and the problem, never its content
+    st.error(f"{e}. Set another truth file on the **Hard noise** page.", icon=":material/error:")
+    st.stop()
 method = ctx.settings.method
 res = evaluate.evaluate_scores(ctx.scores, truth, method)
 if res["samples"] == 0:

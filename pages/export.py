@@ -88,7 +88,8 @@ with tab_rep:
 
 st.markdown("#### ImageFolder of the cleaned set (optional)")
 st.caption("`OUT/<label>/<image>` for every row of the cleaned table — symbolic links (fast, no extra space) or "
-           "copies. Built in a temporary folder and moved into place.")
+           "copies. Built in a temporary folder and moved into place. The folder must be new, empty or an earlier "
+           "ImageFolder export of clipcleaner: nothing else is ever replaced.")
 i1, i2, i3 = st.columns([4, 2, 2], vertical_alignment="bottom")
 out_dir = i1.text_input("Output folder", value=str(ctx.ws.exports_dir / "imagefolder"), key="ex_if_dir")
 mode = i2.segmented_control("Mode", ["link", "copy"], default="link", key="ex_if_mode", required=True)
@@ -98,5 +99,5 @@ if i3.button("Build ImageFolder", key="ex_if_go", icon=":material/create_new_fol
             info = export.export_imagefolder(ctx.ws, table, Path(out_dir).expanduser(), mode=mode)
         st.success(f"Wrote {info['images']:,} images in {info['classes']} class folders ({info['mode']}) to "
                    f"`{info['path']}`")
-    except OSError as e:
-        st.error(f"Could not write the ImageFolder: {e}")
+    except (OSError, ValueError) as e:  # ValueError: guards.UnsafeTargetError, a folder it must not replace
+        st.error(f"Could not write the ImageFolder: {e}", icon=":material/block:")

@@ -8,7 +8,7 @@ import plotly.graph_objects as go
 import streamlit as st
 
 from clipcleaner_core import registry, views
-from clipcleaner_core.evaluate import truth_labels
+from clipcleaner_core.evaluate import TruthFileError, truth_labels
 from pages import _ui
 
 _ui.ensure_entrypoint(__file__)
@@ -40,8 +40,8 @@ with st.expander("Ground-truth labels file" + (f": `{tp}`" if tp else " (none se
         try:
             views.set_truth_path(ctx.ws, new)
             st.rerun()
-        except FileNotFoundError as e:
-            st.error(str(e))
+        except TruthFileError as e:  # one line naming the file and the problem, never its content
+            st.error(str(e), icon=":material/error:")
     if tp and t2.button("Forget it", key="hn_truth_clear", icon=":material/close:"):
         views.set_truth_path(ctx.ws, None)
         st.rerun()
@@ -58,7 +58,11 @@ def _truth(path: str, generation: str, tpath: str, tstamp: int) -> pd.Series:
 
 
 def truth_section(tp) -> None:
-    truth = _truth(ctx.path, ctx.generation, str(tp), _ui._mtime(tp))
+    try:
+        truth = _truth(ctx.path, ctx.generation, str(tp), _ui._mtime(tp))
+    except TruthFileError as e:  # the file changed since it was set: say so, the rest of the page still works
+        st.error(f"{e}. Set another truth file above, or forget it.", icon=":material/error:")
+        return
     tidx = views.truth_indices(ctx.scores, truth, ctx.classes)
     kinds = views.flip_kinds(ctx.scores["label_idx"].to_numpy(), tidx, sim)
     loss = None

@@ -62,9 +62,32 @@ def _run_scan(data: str, ws_dir: str, classes_file: str | None, enc, truth: str 
         status.update(label=f"Scanned {res.settings.counts['scored']:,} samples: "
                             f"{res.settings.counts['flagged']:,} flagged", state="complete", expanded=False)
     if truth:
-        views.set_truth_path(Workspace(ws_dir), truth)
+        from clipcleaner_core.evaluate import TruthFileError
+
+        try:
+            views.set_truth_path(Workspace(ws_dir), truth)
+        except TruthFileError as e:  # one line naming the file and the problem, never its content
+            st.error(f"The scan is done, but the truth file was not kept: {e}", icon=":material/error:")
+            return False
     _ui.open_workspace(ws_dir)
     return True
+
+
+def _refuse_folders(ws_dir: str, truth: str | None, allow_nonempty: bool) -> str | None:
+    """Why the scan must not start (one line), before anything is written: a workspace folder that holds other
+    files (unless confirmed), or a truth file that is not a path,label table."""
+    from clipcleaner_core.evaluate import TruthFileError, read_truth
+    from clipcleaner_core.guards import workspace_folder_problem
+
+    problem = None if allow_nonempty else workspace_folder_problem(ws_dir)
+    if problem:
+        return problem + " — or tick “Use this folder anyway”."
+    if truth:
+        try:
+            read_truth(truth)
+        except TruthFileError as e:
+            return str(e)
+    return None
 
 
 def start_panel(expanded_tab: bool = True) -> None:
@@ -84,12 +107,19 @@ def start_panel(expanded_tab: bool = True) -> None:
             from clipcleaner_core.demo import write_demo
             from clipcleaner_core.pipeline import EncoderConfig
 
+            from clipcleaner_core.guards import workspace_folder_problem
+
             base = Path(d).expanduser().absolute()
-            with st.spinner("Writing the demo images…"):
-                info = write_demo(base / "data")
-            if _run_scan(info["labels"], str(base / "workspace"), info["classes_file"],
-                         EncoderConfig(encoder="pixels"), truth=info["truth"]):
-                st.rerun()
+            problem = workspace_folder_problem(base / "workspace") or (
+                None if (base / "data" / "demo.json").is_file() else workspace_folder_problem(base / "data"))
+            if problem:  # never write the demo into a folder of somebody's files
+                st.error(problem, icon=":material/block:")
+            else:
+                with st.spinner("Writing the demo images…"):
+                    info = write_demo(base / "data")
+                if _run_scan(info["labels"], str(base / "workspace"), info["classes_file"],
+                             EncoderConfig(encoder="pixels"), truth=info["truth"]):
+                    st.rerun()
     with tab_scan:
         with st.form("scan_form", border=False):
             c1, c2 = st.columns(2)
@@ -111,12 +141,18 @@ def start_panel(expanded_tab: bool = True) -> None:
             checkpoint = e4.text_input("…or checkpoint file", key="scan_checkpoint", help="A local open_clip state_dict (overrides the tag)")
             model_config = st.text_input("Model config JSON (optional)", key="scan_model_config",
                                          help="Registers a custom open_clip architecture (file name = model name)")
+            allow_nonempty = st.checkbox("Use this folder anyway", key="scan_ws_force", help="Create the "
+                                         "workspace even though the folder already holds files that are not a "
+                                         "clipcleaner workspace (clipcleaner adds its own files beside them).")
             go_scan = st.form_submit_button("Scan", type="primary", icon=":material/play_arrow:", key="scan_go")
         if go_scan:
             from clipcleaner_core.pipeline import EncoderConfig
 
+            refused = _refuse_folders(ws_dir, truth or None, allow_nonempty) if data and ws_dir else None
             if not data or not ws_dir:
                 st.warning("Give both a dataset and a workspace folder.")
+            elif refused:
+                st.error(refused, icon=":material/block:")
             else:
                 enc = EncoderConfig(encoder=encoder, model=model, pretrained=(pretrained or None) if not checkpoint
                                     else None, checkpoint=checkpoint or None, model_config=model_config or None)

@@ -22,7 +22,7 @@ from pathlib import Path
 
 import numpy as np
 import pandas as pd
-from PIL import Image
+from PIL import Image, features
 
 CLASSES = ("bird", "cat", "dog")
 #: per-class base colour of the good images, so the classes are separable by pixels
@@ -162,7 +162,10 @@ def image_cases() -> list[tuple[Case, bytes | None]]:
     gif = io.BytesIO()
     frames[0].save(gif, "GIF", save_all=True, append_images=frames[1:], duration=50)
     C = Case
-    return [
+    optional = []
+    if features.check("avif"):  # Pillow reads AVIF: it must be scored, not reported "unsupported" (issue 9)
+        optional.append((C("avif", "cat/photo.avif", True), _save(good_image("cat", 88), "AVIF", quality=90)))
+    return optional + [
         (C("zero_byte", "cat/zero_byte.jpg", False, "unreadable", "empty file"), b""),
         (C("truncated_jpeg", "cat/truncated.jpg", False, "unreadable", "truncated"), jpeg[: len(jpeg) * 6 // 10]),
         (C("truncated_png", "dog/truncated.png", False, "unreadable", "cannot decode"), png[: len(png) * 6 // 10]),
@@ -225,10 +228,34 @@ def build_imagefolder(root: Path, n_good: int = 10, with_links: bool = True) -> 
         os.symlink("does_not_exist.png", root / "cat" / "dangling.png")
         corpus.cases.append(Case("dangling_symlink", "cat/dangling.png", False, "missing", "not found",
                                  label="cat"))
-    # a stray file at the top level is not a sample but is reported; a hidden file is ignored silently
+        # issue 9: links that lead out of the dataset root are refused like table paths (--allow-outside-root)
+        outside = root.parent / f"{root.name}_outside"
+        write_good_images(outside, "bird", 2, start=70)
+        os.symlink(outside / "bird_070.png", root / "bird" / "outside_link.png")
+        corpus.cases.append(Case("symlink_file_outside_root", "bird/outside_link.png", False, "outside_root",
+                                 "outside the dataset root", label="bird"))
+        os.symlink(outside, root / "cat" / "outside_dir")
+        corpus.cases.append(Case("symlink_dir_outside_root", "cat/outside_dir", False, why="outside the dataset root",
+                                 in_samples=False, label="cat"))
+    # a stray file at the top level is not a sample but is reported
     (root / "stray.png").write_bytes(_save(good_image("cat", 89), "PNG"))
     corpus.cases.append(Case("top_level_file", "stray.png", False, why="top level", in_samples=False))
+    # hidden files and folders are skipped and counted in one note (issue 9)
     (root / "cat" / ".DS_Store").write_bytes(b"\0\0\0\1Bud1")
+    write_good_images(root / "dog" / ".thumbnails", "dog", 1, start=80)
+    corpus.cases.append(Case("hidden_entries", ".", False, why="2 hidden file(s) or folder(s)", in_samples=False))
+    # a clipcleaner workspace and an ImageFolder export inside the dataset root are not classes or samples
+    ws = root / "ws"
+    write_good_images(ws / "cache" / "thumbs", "cat", 3, start=60)
+    (ws / "workspace.json").write_text('{"clipcleaner_version": "0.1.0", "classes": ["cat"]}', encoding="utf-8")
+    corpus.cases.append(Case("workspace_inside_root", "ws", False, why="clipcleaner workspace", in_samples=False))
+    old = root / "dog" / "old_export"
+    write_good_images(old / "dog", "dog", 2, start=65)
+    (old / ".clipcleaner-imagefolder.json").write_text(
+        '{"format": "clipcleaner-imagefolder", "entries": ["dog", "dog/dog_065.png", "dog/dog_066.png"]}',
+        encoding="utf-8")
+    corpus.cases.append(Case("export_inside_root", "dog/old_export", False, why="clipcleaner imagefolder export",
+                             in_samples=False, label="dog"))
     return corpus
 
 
@@ -270,6 +297,7 @@ class TableCase:
     counts: dict[str, int] | None = None
     kwargs: dict = field(default_factory=dict)
     classes: list[str] | None = None
+    note: str | None = None  # a substring one of the dataset's notes must hold ("" = no note at all)
 
 
 def write_table_cases(root: Path) -> list[TableCase]:
@@ -282,6 +310,7 @@ def write_table_cases(root: Path) -> list[TableCase]:
     good_image("cat", 50).save(outside / "elsewhere.png")
     (root / "classes.txt").write_text("bird\ncat\n", encoding="utf-8")
     (root / "classes3.txt").write_text("bird\ncat\ndog\nfish\n", encoding="utf-8")
+    (root / "classes_na.txt").write_text("NA\nbird\n", encoding="utf-8")
     a, b, c = "img/bird_000.png", "img/cat_000.png", "img/dog_000.png"
     cases: list[TableCase] = []
 
@@ -307,8 +336,10 @@ def write_table_cases(root: Path) -> list[TableCase]:
       statuses={"img/dog, the good boy.png": "ok", a: "ok"})
     w("empty_rows.csv", f"path,label\n\n{a},bird\n,\n\n{b},cat\n  ,  \n", statuses={a: "ok", b: "ok"}, counts={"ok": 2})
     w("crlf.csv", f"path,label\r\n{a},bird\r\n{b},cat\r\n", statuses={a: "ok", b: "ok"})
-    w("duplicates.csv", f"path,label\n{a},bird\n{b},cat\n{a},cat\n./{a},bird\n",
+    w("duplicates.csv", f"path,label\n{a},bird\n{b},cat\n{a},bird\n./{a},bird\n",
       statuses={a: "ok", b: "ok"}, counts={"ok": 2, "duplicate": 2})
+    w("duplicates_conflicting.csv", f"path,label\n{a},bird\n{b},cat\n{a},cat\n./{a},bird\n",
+      statuses={a: "conflicting_label", b: "ok"}, counts={"ok": 1, "conflicting_label": 1, "duplicate": 2})
     w("label_not_in_classes.csv", f"path,label\n{a},bird\n{b},cat\n{c},dog\n",
       statuses={a: "ok", b: "ok", c: "unknown_label"}, kwargs={"classes_file": root / "classes.txt"})
     w("absolute_inside.csv", f"path,label\n{(root / a).resolve()},bird\n{b},cat\n",
@@ -338,20 +369,49 @@ def write_table_cases(root: Path) -> list[TableCase]:
       statuses={"img/multi\nline.png": "missing", b: "ok"})
     w("binary_named_csv.csv", (img / "bird_000.png").read_bytes(), error="not a text table")
     w("garbage_text.csv", "\u00e9\u00e8 ; | \t random words\nmore, words here\n", error="missing column(s)")
+    # issue 9: labels that look alike, missing-value markers, a huge cell, a label over two lines
+    w("missing_value_labels.csv", f"path,label\n{a},nan\n{b},None\n{c},NA\nimg/cat_001.png,cat\n",
+      statuses={a: "empty_label", b: "empty_label", c: "empty_label", "img/cat_001.png": "ok"}, classes=["cat"])
+    w("missing_value_label_in_classes.csv", f"path,label\n{a},NA\n{b},bird\n",
+      statuses={a: "ok", b: "ok"}, kwargs={"classes_file": root / "classes_na.txt"}, classes=["NA", "bird"])
+    w("numeric_spellings.csv", f"path,label\n{a},0\n{b},00\n{c},0.0\n", statuses={a: "ok", b: "ok", c: "ok"},
+      classes=["0", "00", "0.0"], note="one number written 3 ways")
+    w("nfc_nfd_labels.csv", f"path,label\n{a},caf\u00e9\n{b},cafe\u0301\n", statuses={a: "ok", b: "ok"},
+      classes=["caf\u00e9"], note="normalised (NFC)")
+    w("superscript_labels.csv", f"path,label\n{a},\u00b2\n{b},1\u00b2\n{c},x10\nimg/cat_001.png,x9\n",
+      statuses={a: "ok", b: "ok", c: "ok"}, classes=["1\u00b2", "x9", "x10", "\u00b2"])
+    w("huge_cell.csv", f"path,label\n{a},bird\n{'x' * 200_000}.png,cat\n{b},cat\n", statuses={a: "ok", b: "ok"},
+      counts={"ok": 2, "invalid_row": 1})
+    w("multiline_label.csv", f'path,label\n{a},"cat\ndog"\n{b},cat\n', statuses={a: "invalid_label", b: "ok"},
+      classes=["cat"])
     pq = root / "labels.parquet"
     pd.DataFrame({"image": [a, b, None], "target": [0, 1, 1]}).to_parquet(pq)
     cases.append(TableCase(name="labels.parquet", file=pq, statuses={a: "ok", b: "ok"},
                            counts={"ok": 2, "missing": 1}, classes=["0", "1"]))
+    # issue 9: a null in a nullable Parquet column is an empty label, not the class "<NA>"
+    for name, labels, classes in (("nullable_int.parquet", pd.array([0, 1, None], dtype="Int64"), ["0", "1"]),
+                                  ("nullable_string.parquet", pd.array(["bird", None, "dog"], dtype="string"),
+                                   ["bird", "dog"]),
+                                  ("nullable_bool.parquet", pd.array([True, False, None], dtype="boolean"),
+                                   ["False", "True"])):
+        pq = root / name
+        pd.DataFrame({"path": pd.array([a, b, c], dtype="string"), "label": labels}).to_parquet(pq)
+        nulls = {p: "empty_label" for p, v in zip((a, b, c), labels) if pd.isna(v)}
+        cases.append(TableCase(name=name, file=pq, statuses={**{p: "ok" for p in (a, b, c)}, **nulls},
+                               counts={"ok": 2, "empty_label": 1}, classes=classes))
     return cases
 
 
 #: names of the cases :func:`write_table_cases` writes (for test parametrisation before the files exist)
 TABLE_CASE_NAMES = [
     "missing_label_col.csv", "missing_path_col.csv", "zero_byte.csv", "header_only.csv", "extra_cols.csv",
-    "bom.csv", "semicolons.csv", "tabs.tsv", "quoted_commas.csv", "empty_rows.csv", "crlf.csv", "duplicates.csv",
+    "bom.csv", "semicolons.csv", "tabs.tsv", "quoted_commas.csv", "empty_rows.csv", "crlf.csv", "duplicates.csv", "duplicates_conflicting.csv",
     "label_not_in_classes.csv", "absolute_inside.csv", "absolute_outside.csv", "dotdot_escape.csv",
     "dotdot_inside.csv", "missing_files.csv", "empty_label.csv", "unicode_labels.csv", "latin1.csv",
     "single_class.csv", "class_with_one_image.csv", "empty_class_in_classes_file.csv", "windows_separators.csv",
     "directory_as_path.csv",
-    "ragged_row.csv", "multiline_quoted.csv", "binary_named_csv.csv", "garbage_text.csv", "labels.parquet",
+    "ragged_row.csv", "multiline_quoted.csv", "binary_named_csv.csv", "garbage_text.csv",
+    "missing_value_labels.csv", "missing_value_label_in_classes.csv", "numeric_spellings.csv", "nfc_nfd_labels.csv",
+    "superscript_labels.csv", "huge_cell.csv", "multiline_label.csv", "labels.parquet", "nullable_int.parquet",
+    "nullable_string.parquet", "nullable_bool.parquet",
 ]

@@ -27,7 +27,8 @@ from clipcleaner_core.detectors import METHODS, ScoreConfig, detect
 PIXELS = EncoderConfig(encoder="pixels")  # no weights needed (not CLIP)
 
 IMAGE_CASE_NAMES = [c.name for c, _ in _corpus.image_cases()] + [
-    "symlink_loop_self", "symlink_to_root", "symlink_file_loop", "dangling_symlink", "top_level_file"]
+    "symlink_loop_self", "symlink_to_root", "symlink_file_loop", "dangling_symlink", "symlink_file_outside_root",
+    "symlink_dir_outside_root", "top_level_file", "hidden_entries", "workspace_inside_root", "export_inside_root"]
 
 
 # --------------------------------------------------------------------------------------- ImageFolder corpus
@@ -59,10 +60,11 @@ def test_image_case(folder_scan, name):
         return
     if not case.in_samples:  # not a sample: reported in the notes, and nothing under it was taken
         notes = result.settings.notes
-        hit = [n for n in notes if case.rel_str in n]
+        hit = [n for n in notes if case.rel_str in n and case.why in n.lower()]
         assert hit, notes
-        assert case.why in hit[0].lower(), hit[0]
         assert not dataset["path"].str.startswith(case.rel_str + "/").any()
+        assert not dataset["path"].str.contains(r"(?:^|/)\.", regex=True).any()  # no hidden entry became a sample
+        assert not set(result.settings.classes) & {"ws", ".thumbnails"}
         return
     sid = _sid(case)
     assert sid not in scored, f"{case.rel_str} must not be scored"
@@ -304,8 +306,11 @@ def test_table_case(table_cases, name, tmp_path):
         assert s["status"].value_counts().to_dict() == tc.counts
     if tc.classes is not None:
         assert ds.classes == tc.classes
+    if tc.note is not None:
+        assert any(tc.note in n for n in ds.notes), ds.notes
     for reason in ds.problems["reason"]:
         assert tc.file.name in reason and (" line " in reason or " row " in reason), reason
+        assert len(reason) < 1000, reason[:200]  # one readable line, never a 200 KB cell echoed
     assert s["sample_id"].is_unique
     # the scan completes, scores exactly the usable rows and lists the others as problems
     r = pipeline.scan(tc.file, tmp_path / "ws", **tc.kwargs, encoder=PIXELS)

@@ -60,7 +60,8 @@ def evil_ws(tmp_path):
     r = pipeline.scan(root, ws, encoder=PIXELS)
     ids = r.scores.set_index("path")["sample_id"]
     with ReviewStore.for_workspace(ws, reviewer="@evil") as store:
-        store.record(ids["=cmd|' -C calc'!A0/=HYPERLINK(x).png"], "relabel", "=2+3")
+        store.record(ids["=cmd|' -C calc'!A0/=HYPERLINK(x).png"], "relabel", "@at")  # a class: relabel targets
+        # must be classes (issue 9), so the formula-like class names are the relabel targets here
         store.record(ids["+plus/@SUM(1)_1.png"], "exclude")
         store.record(ids["-1/img_0.png"], "accept")
     return root, ws, r
@@ -82,7 +83,9 @@ def test_csv_cells_are_escaped_through_the_real_export(evil_ws, tmp_path):
     assert n_escaped > 19  # paths, labels and the reviewer of the formula-like rows
     cells = {c for row in body for c in row}
     assert "'=cmd|' -C calc'!A0/=HYPERLINK(x).png" in cells
-    assert "'=2+3" in cells and "'@evil" in cells and "'+plus" in cells and "'-minus" in cells
+    assert "'@at" in cells and "'@evil" in cells and "'+plus" in cells and "'-minus" in cells
+    relabelled = next(row for row in body if row[0] == "'=cmd|' -C calc'!A0/=HYPERLINK(x).png")
+    assert relabelled[1] == "'@at" and relabelled[2] == "'=cmd|' -C calc'!A0"  # label, original_label
     assert "-1" in cells  # a numeric label stays a number
     assert "-1/img_0.png" not in cells and "'-1/img_0.png" in cells
     # the same safe writer backs the CLI export
@@ -93,7 +96,7 @@ def test_csv_cells_are_escaped_through_the_real_export(evil_ws, tmp_path):
     assert len(back.problems) == 0, back.problems["reason"].tolist()
     got = dict(zip(back.samples["path"], back.samples["label"]))
     assert got == dict(zip(table["path"], table["label"]))
-    assert got["=cmd|' -C calc'!A0/=HYPERLINK(x).png"] == "=2+3"
+    assert got["=cmd|' -C calc'!A0/=HYPERLINK(x).png"] == "@at"
 
 
 def _half_writing_fdopen(real_fdopen):
@@ -191,7 +194,8 @@ def test_failed_imagefolder_export_leaves_the_previous_one_intact(evil_ws, tmp_p
     assert tree_digest(out) == first
     assert sorted(p.name for p in tmp_path.iterdir()) == ["clean", "data", "ws"]  # no .building / .old left
     info = export_imagefolder(ws, smaller, out, mode="copy")
-    assert info["images"] == 5 and sum(v[0] == "file" for v in tree_digest(out).values()) == 5
+    files = [k for k, v in tree_digest(out).items() if v[0] == "file" and k != ".clipcleaner-imagefolder.json"]
+    assert info["images"] == 5 and len(files) == 5
 
 
 def test_imagefolder_export_stays_inside_its_folder(evil_ws, tmp_path):
@@ -206,7 +210,7 @@ def test_imagefolder_export_stays_inside_its_folder(evil_ws, tmp_path):
     export_imagefolder(ws, table, out, mode="copy")
     created = {p for p in tmp_path.rglob("*")} - before
     assert created and all(p == out.parent or p == out or out in p.parents for p in created), sorted(created)
-    assert len([p for p in created if p.is_file()]) == len(table)
+    assert len([p for p in created if p.is_file() and p.name != ".clipcleaner-imagefolder.json"]) == len(table)
 
 
 def test_scan_review_export_never_touch_the_source_images(evil_ws, tmp_path):

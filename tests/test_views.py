@@ -205,7 +205,9 @@ def test_truth_path_roundtrip(tmp_path):
     assert views.truth_path(ws) == t.absolute()
     views.set_truth_path(ws, None)
     assert views.truth_path(ws) is None
-    with pytest.raises(FileNotFoundError):
+    from clipcleaner_core.evaluate import TruthFileError
+
+    with pytest.raises(TruthFileError, match="no such truth file"):
         views.set_truth_path(ws, tmp_path / "nope.csv")
 
 
