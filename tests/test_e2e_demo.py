@@ -18,6 +18,8 @@ from clipcleaner_core.evaluate import evaluate_workspace
 from clipcleaner_core.export import export_csv
 from clipcleaner_core.pipeline import scan
 
+pytestmark = pytest.mark.slow  # long: run by CI and `pytest`, skipped by `pytest -m "not slow"`
+
 PIXELS = EncoderConfig(encoder="pixels")  # no weights needed (not CLIP)
 
 # (noise, rate, minimum AUROC of the default noise_score)

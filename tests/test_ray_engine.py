@@ -15,6 +15,8 @@ import numpy as np
 import pandas as pd
 import pytest
 
+pytestmark = pytest.mark.slow  # long: run by CI and `pytest`, skipped by `pytest -m "not slow"`
+
 ray = pytest.importorskip("ray")
 
 from clipcleaner_core import cli  # noqa: E402

@@ -160,6 +160,7 @@ def test_plot_sample_keeps_all_flagged():
     assert len(layout.plot_sample(flag, max_points=5000)) == 1000
 
 
+@pytest.mark.slow  # numba JIT of umap-learn: ~40 s in a fresh process
 def test_umap_background_job_caches_layout(tmp_path):
     ws = _tiny_workspace(tmp_path, n=30)
     job = layout.start_umap(ws)

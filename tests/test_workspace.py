@@ -77,6 +77,7 @@ def test_rescore_publishes_a_new_set_and_keeps_one_previous(small):
     assert gens == sorted([f"gen-{g1}", f"gen-{g2}"])  # the oldest is gone, the previous one kept for readers
 
 
+@pytest.mark.slow  # a CLIP scan, a pixels re-scan and every page through AppTest
 def test_stale_sources_never_survive_a_rescan(tmp_path, demo_dir, tiny_clip):
     """Regression (issue 13): CLIP scan, then a pixels re-scan with one image removed."""
     t = pd.read_csv(demo_dir / "labels.csv").groupby("label").head(3)
