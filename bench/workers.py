@@ -306,8 +306,104 @@ def w_app_build(args: dict) -> dict:
     return app_bench.build(int(args["n"]), quick=bool(args.get("quick")))
 
 
-WORKERS = {"app": w_app, "app_build": w_app_build, "embed": w_embed, "scan_memory": w_scan_memory, "score": w_score, "gemm": w_gemm,
-           "layout": w_layout, "layout_reload": w_layout_reload}
+
+
+
+
+# ------------------------------------------------------------------------------------------- k-NN libs
+def w_knn_data(args: dict) -> dict:
+    """Synthetic N × 512 embeddings (100 classes) saved as .npy, plus the exact 10 nearest neighbours of 1,000
+    random rows (the ground truth the k-NN libraries are compared against)."""
+    from bench.synth import make_embeddings
+    from clipcleaner_core.baselines import _topk_rows
+
+    n, k = int(args["n"]), int(args.get("k", 10))
+    s = make_embeddings(n, k=int(args.get("classes", 100)), seed=0)
+    d = Path(args["dir"])
+    d.mkdir(parents=True, exist_ok=True)
+    np.save(d / "x.npy", s.features)
+    np.save(d / "y.npy", s.y)
+    q = np.sort(np.random.default_rng(1).choice(n, size=min(1000, n), replace=False))
+    b = s.features[q] @ s.features.T
+    b[np.arange(len(q)), q] = -np.inf
+    truth, _ = _topk_rows(b, k)
+    np.save(d / "q.npy", q)
+    np.save(d / "truth.npy", truth)
+    return {"n": n, "dir": str(d)}
+
+
+def _knn_library(method: str, x: np.ndarray, k: int, params: dict) -> np.ndarray:
+    """All-rows k-NN (N, k) indices, self excluded, with one of the compared libraries."""
+    n = len(x)
+    if method == "cellprobe":  # the hand-written IVF index in clipcleaner_core.baselines
+        from clipcleaner_core.baselines import _approx_neighbors
+
+        return _approx_neighbors(x, k, seed=0)[0]
+    if method.startswith("faiss"):
+        import faiss
+
+        faiss.omp_set_num_threads(int(params.get("threads", os.cpu_count() or 1)))
+        d = x.shape[1]
+        if method == "faiss_ivf":
+            nlist = int(params.get("nlist_factor", 4) * np.sqrt(n))
+            index = faiss.IndexIVFFlat(faiss.IndexFlatIP(d), d, nlist, faiss.METRIC_INNER_PRODUCT)
+            rng = np.random.default_rng(0)
+            index.train(x[np.sort(rng.choice(n, size=min(n, 64 * nlist), replace=False))])
+            index.add(x)
+            index.nprobe = int(params.get("nprobe", 16))
+        elif method == "faiss_hnsw":
+            index = faiss.IndexHNSWFlat(d, int(params.get("M", 32)), faiss.METRIC_INNER_PRODUCT)
+            index.hnsw.efConstruction = int(params.get("efConstruction", 40))
+            index.add(x)
+            index.hnsw.efSearch = int(params.get("efSearch", 64))
+        else:
+            raise ValueError(method)
+        _, idx = index.search(x, k + 1)
+    elif method == "pynndescent":
+        from pynndescent import NNDescent
+
+        idx = NNDescent(x, metric="dot", n_neighbors=k + 1, random_state=0, n_jobs=1,
+                        low_memory=True).neighbor_graph[0]
+    else:
+        raise ValueError(f"unknown k-NN library {method!r}")
+    idx = np.asarray(idx, dtype=np.int64)
+    last = np.argsort(idx == np.arange(n)[:, None], axis=1, kind="stable")  # self (if found) moves to the end
+    return np.take_along_axis(idx, last, axis=1)[:, :k]
+
+
+def w_knn_lib(args: dict) -> dict:
+    """One k-NN library on the saved data: all-rows k-NN time, peak RSS over the data's, recall@k vs exact on
+    the saved 1,000 rows and the k-NN flag agreement with exact there."""
+    d = Path(args["dir"])
+    x = np.load(d / "x.npy")
+    y = np.load(d / "y.npy")
+    q, truth = np.load(d / "q.npy"), np.load(d / "truth.npy")
+    k = truth.shape[1]
+    base = peak_rss_mb()
+    warm_s = 0.0
+    if args["method"] == "pynndescent":  # numba JIT apart from the run: a tiny index compiles everything
+        t = time.perf_counter()
+        _knn_library("pynndescent", x[:2000].copy(), k, {})
+        warm_s = time.perf_counter() - t
+    t = _timer()
+    idx = _knn_library(args["method"], x, k, args.get("params", {}))
+    wall, cpu = t()
+    recall = float(np.mean([len(set(a) & set(b)) / k for a, b in zip(idx[q], truth)]))
+
+    def flag(nb: np.ndarray) -> np.ndarray:
+        votes = np.zeros((len(q), int(y.max()) + 1))
+        np.add.at(votes, (np.repeat(np.arange(len(q)), nb.shape[1]), y[nb].ravel()), 1.0)
+        return votes.max(axis=1) > votes[np.arange(len(q)), y[q]]
+
+    return {"method": args["method"], "params": args.get("params", {}), "n": len(x), "seconds": wall,
+            "cpu_seconds": cpu, "jit_or_warmup_s": warm_s, "recall": recall,
+            "flag_agreement": float((flag(idx[q]) == flag(truth)).mean()),
+            "peak_rss_mb": peak_rss_mb(), "data_rss_mb": base, "extra_rss_mb": peak_rss_mb() - base}
+
+
+WORKERS = {"app": w_app, "app_build": w_app_build, "embed": w_embed, "scan_memory": w_scan_memory, "score": w_score,
+           "gemm": w_gemm, "layout": w_layout, "layout_reload": w_layout_reload, "knn_data": w_knn_data,
+           "knn_lib": w_knn_lib}
 
 
 def main() -> None:

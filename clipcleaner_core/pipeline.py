@@ -19,10 +19,11 @@ import pandas as pd
 
 from . import __version__
 from .dataset import STATUS_UNREADABLE, load_dataset
-from .detectors import ScoreConfig, detect
+from .detectors import SOURCE_TITLES, Detection, ScoreConfig, detect
 from .embeddings import embed_samples, embedding_key
 from .encoders import Encoder, make_encoder
 from .noise import centroid_similarity
+from .probs import array_names
 from .prompts import DEFAULT_TEMPLATES, build_prompts, load_descriptions
 from .workspace import Workspace
 
@@ -210,8 +211,7 @@ def rescore(workspace: str | Path | Workspace, scoring: ScoreConfig | None = Non
         progress("score", 1, 1)
     ws.write_table("scores.parquet", table)
     if det is not None:
-        for name, p in det.probs.items():
-            ws.write_array(f"probs_{name}", p.astype(np.float16))
+        _write_probs(ws, det)
         ws.write_array("neighbors", det.neighbors.astype(np.int32))
         ws.write_array("neighbor_sims", det.neighbor_sims.astype(np.float16))
         ws.write_array("class_similarity", class_similarity(feats, y, len(classes), tf, owner))
@@ -233,6 +233,27 @@ def rescore(workspace: str | Path | Workspace, scoring: ScoreConfig | None = Non
         log(f"review: {len(orphans)} decision(s) belong to samples not scored in this scan; they are kept")
     return ScanResult(workspace=ws, settings=settings, scores=table, problems=problems,
                       timings={"score_s": elapsed}, orphans=orphans)
+
+
+def _prob_arrays(det: Detection) -> dict[str, np.ndarray]:
+    """Every probability array of a detection by workspace name: ``probs_<src>`` (N, K) float16 when stored dense,
+    else ``probs_<src>_topk_idx`` / ``probs_<src>_topk_p`` (N, t + 1), column t the given label (``probs.py``)."""
+    out: dict[str, np.ndarray] = {}
+    for src, p in det.probs.items():
+        out.update(p.arrays(src))
+    return out
+
+
+def _write_probs(ws: Workspace, det: Detection) -> None:
+    """Write :func:`_prob_arrays`; arrays a previous scan left (the other form, or a source this scan lacks) are
+    removed, so that ``probs.load_probs`` never mixes two scans."""
+    arrays = _prob_arrays(det)
+    for src in SOURCE_TITLES:
+        for name in array_names(src):
+            if name not in arrays:
+                ws.file(f"{name}.npy").unlink(missing_ok=True)
+    for name, arr in arrays.items():
+        ws.write_array(name, arr)
 
 
 def orphan_decisions(ws: Workspace, samples: pd.DataFrame, scored_ids, db_url: str | None = None,

@@ -7,6 +7,7 @@ import streamlit as st
 
 from clipcleaner_core import views
 from clipcleaner_core.detectors import SOURCE_TITLES
+from clipcleaner_core.probs import load_probs
 from pages import _ui
 
 _ui.ensure_entrypoint(__file__)
@@ -17,7 +18,18 @@ _ui.page_header("Class confusion", "Rows: the given label. Columns: the class a 
                 ":material/grid_on:")
 
 K = len(ctx.classes)
-sources = [s for s in ("zs", "probe", "ens", "knn") if ctx.array(f"probs_{s}") is not None]
+stamp = _ui._mtime(ctx.ws.scores_path)  # every scan rewrites the scores and the probabilities together
+
+
+@st.cache_resource(max_entries=16, show_spinner=False)
+def _pred(path: str, name: str, stamp: int) -> tuple[np.ndarray, np.ndarray] | None:
+    """(the source's top class per sample (N,), given × top-class counts (K, K)), or None when the workspace
+    has no probabilities for this source."""
+    p = load_probs(ctx.ws, name)
+    return None if p is None else (p.argmax(), p.confusion(ctx.scores["label_idx"].to_numpy()))
+
+
+sources = [s for s in ("zs", "probe", "ens", "knn") if _pred(ctx.path, s, stamp) is not None]
 if not sources or len(ctx.scores) == 0:
     st.info("No class probabilities in this workspace. Re-scan the dataset on **Home**.")
     st.stop()
@@ -31,19 +43,7 @@ src = c1.segmented_control("Predicted by", sources, default=sources[0], key="con
 norm = c2.toggle("Row-normalised (share of the given class)", key="conf_norm", value=False)
 
 
-@st.cache_resource(max_entries=16, show_spinner=False)
-def _pred(path: str, name: str, stamp: int) -> np.ndarray:
-    return np.asarray(ctx.array(f"probs_{name}")).argmax(axis=1)
-
-
-@st.cache_resource(max_entries=16, show_spinner=False)
-def _counts(path: str, name: str, stamp: int) -> np.ndarray:
-    return views.confusion_counts(ctx.scores["label_idx"].to_numpy(), ctx.array(f"probs_{name}"), K)
-
-
-stamp = _ui._mtime(ctx.ws.path / f"probs_{src}.npy")
-counts = _counts(ctx.path, src, stamp)
-pred = _pred(ctx.path, src, stamp)
+pred, counts = _pred(ctx.path, src, stamp)
 z = views.row_normalise(counts) if norm else counts.astype(float)
 # colour scale on the off-diagonal only, so disagreements are visible next to the big diagonal
 off = z * (1 - np.eye(K))

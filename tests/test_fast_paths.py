@@ -159,7 +159,8 @@ def test_zero_shot_vectorised_matches_per_class_logsumexp(temperature):
         if (owner == k).any():
             log_s[:, k] = logsumexp(logits[:, owner == k], axis=1)
     p = zero_shot_probs(f, t, owner, 9, temperature)
-    assert np.abs(p - softmax(log_s, axis=1)).max() < 1e-12
+    ref = softmax(log_s, axis=1)
+    assert np.abs(p - ref).max() < 1e-5  # float32 cosines and sums (the embeddings are stored in float16)
     assert np.all(p[:, 3] == 0)
 
 
