@@ -145,62 +145,76 @@ def w_scan_memory(args: dict) -> dict:
 
 
 # ------------------------------------------------------------------------------------------------- score
+def _f1(flag: np.ndarray, noisy: np.ndarray) -> float:
+    tp = float((flag & noisy).sum())
+    return 2 * tp / max(float(flag.sum() + noisy.sum()), 1.0)
+
+
+DETECTOR_KEYS = ("ens", "cc", "cleanlab", "knn")
+
+
 def w_score(args: dict) -> dict:
-    """detect() on synthetic embeddings, with the time of every stage (functions wrapped in place)."""
+    """detect() on synthetic embeddings, with the time of every stage (functions wrapped in place). ``flags``: a
+    path where the four detectors' flags are saved (.npz) for agreement checks between runs."""
     from bench.synth import make_embeddings
     from clipcleaner_core import detectors
     from clipcleaner_core.detectors import ScoreConfig
 
     s = make_embeddings(int(args["n"]), d=int(args.get("d", 512)), k=int(args["k"]), seed=int(args.get("seed", 0)))
     stages: dict[str, float] = {}
-    for name in ("zero_shot_probs", "probe_probs", "nearest_neighbors", "knn_probs", "clipcleaner_select",
-                 "cleanlab_flags", "knn_flags", "explain"):
+    iters: list[int] = []
+    for name in ("fit_probe", "nearest_neighbors", "collect", "clipcleaner_select", "cleanlab_flags", "knn_flags",
+                 "explain"):
         fn = getattr(detectors, name)
 
         def wrapped(*a, __fn=fn, __name=name, **kw):
             t = time.perf_counter()
             try:
-                return __fn(*a, **kw)
+                r = __fn(*a, **kw)
+                if __name == "fit_probe":
+                    iters.extend(r.n_iter)
+                return r
             finally:
                 stages[__name] = stages.get(__name, 0.0) + time.perf_counter() - t
 
         setattr(detectors, name, wrapped)
     if args.get("solver"):  # e.g. "sklearn": the implementation the scores stage used before (reference)
-        timed_probe = detectors.probe_probs
-        detectors.probe_probs = lambda *a, **kw: timed_probe(*a, solver=args["solver"], **kw)
+        timed_probe = detectors.fit_probe
+        detectors.fit_probe = lambda *a, **kw: timed_probe(*a, solver=args["solver"], **kw)
     if args.get("knn_method"):
         timed_nn = detectors.nearest_neighbors
         detectors.nearest_neighbors = lambda *a, **kw: timed_nn(*a, method=args["knn_method"], **kw)
-    import clipcleaner_core.scoring as sc
-
-    iters: list[int] = []
-    fit = sc.MultinomialLR.fit
-
-    def counted_fit(self, *a, **kw):
-        r = fit(self, *a, **kw)
-        iters.append(self.n_iter_)
-        return r
-
-    sc.MultinomialLR.fit = counted_fit
+    cfg = ScoreConfig(**args.get("config", {}))
     base_rss = peak_rss_mb()
     t = _timer()
-    det = detectors.detect(s.features, s.y, s.classes, ScoreConfig(), s.text_features, s.text_class)
+    t_start = time.perf_counter()
+
+    def progress(stage: str, done: int, total: int) -> None:  # to stderr: $CC_BENCH_LOG follows long runs
+        print(f"[score N={len(s.y)} K={len(s.classes)}] step {done}/{total} at {time.perf_counter() - t_start:.0f}s, "
+              f"peak RSS {peak_rss_mb():.0f} MiB", file=sys.stderr, flush=True)
+
+    det = detectors.detect(s.features, s.y, s.classes, cfg, s.text_features, s.text_class, progress=progress)
     wall, cpu = t()
     noisy = s.y != s.y_true
     flag = det.table["flagged"].to_numpy()
+    flags = {key: det.table[f"{key}_flag"].to_numpy() for key in DETECTOR_KEYS}
+    if args.get("flags"):
+        np.savez(args["flags"], **flags)
     out = {"n": len(s.y), "k": len(s.classes), "seconds": wall, "cpu_seconds": cpu, "stages": stages,
-           "lbfgs_iterations_per_fold": iters,
+           "lbfgs_iterations_per_fold": iters, "device": str(detectors.resolve_device(cfg.device)),
+           "probs_form": {src: ("dense" if p.is_dense else f"top-{p.top}") for src, p in det.probs.items()},
            "peak_rss_mb": peak_rss_mb(), "rss_after_data_mb": base_rss,
            "precision": float((flag & noisy).sum() / max(flag.sum(), 1)),
-           "recall": float((flag & noisy).sum() / max(noisy.sum(), 1))}
+           "recall": float((flag & noisy).sum() / max(noisy.sum(), 1)),
+           "f1": {key: _f1(f, noisy) for key, f in flags.items()}}
     if args.get("knn_recall"):  # share of the exact 10 nearest neighbours found, on 1000 random rows
-        from clipcleaner_core.baselines import _topk_rows
+        import torch
 
         q = np.random.default_rng(1).choice(len(s.y), size=min(1000, len(s.y)), replace=False)
-        x = s.features
+        x = torch.from_numpy(s.features)
         b = x[q] @ x.T
         b[np.arange(len(q)), q] = -np.inf
-        ti, _ = _topk_rows(b, det.neighbors.shape[1])
+        ti = torch.topk(b, det.neighbors.shape[1], dim=1).indices.numpy()
         out["knn_recall"] = float(np.mean([len(set(a) & set(c)) / len(c) for a, c in zip(det.neighbors[q], ti)]))
 
         def votes_flag(nb: np.ndarray) -> tuple[np.ndarray, np.ndarray]:  # as baselines.knn_flags, for rows q
@@ -216,18 +230,57 @@ def w_score(args: dict) -> dict:
     return out
 
 
+def w_recipe(args: dict) -> dict:
+    """The standard cleanlab recipe a user would write on the same embeddings: scikit-learn
+    ``LogisticRegression`` (default settings, max_iter 1000) ``cross_val_predict`` 5-fold for out-of-fold
+    probabilities, then ``cleanlab.filter.find_label_issues``. Time, peak RSS and F1 of its flags."""
+    import warnings
+
+    from cleanlab.filter import find_label_issues
+    from sklearn.linear_model import LogisticRegression
+    from sklearn.model_selection import cross_val_predict
+
+    from bench.synth import make_embeddings
+
+    s = make_embeddings(int(args["n"]), d=int(args.get("d", 512)), k=int(args["k"]), seed=int(args.get("seed", 0)))
+    t = _timer()
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        p = cross_val_predict(LogisticRegression(max_iter=1000), s.features, s.y, cv=5, method="predict_proba")
+        flag = find_label_issues(s.y, p)
+    wall, cpu = t()
+    return {"n": len(s.y), "k": len(s.classes), "seconds": wall, "cpu_seconds": cpu, "peak_rss_mb": peak_rss_mb(),
+            "f1": _f1(np.asarray(flag, bool), s.y != s.y_true)}
+
+
+def w_agreement(args: dict) -> dict:
+    """Share of samples on which two saved flag sets (``a``, ``b``: .npz of w_score) agree, per detector."""
+    a, b = np.load(args["a"]), np.load(args["b"])
+    return {key: float((a[key] == b[key]).mean()) for key in DETECTOR_KEYS}
+
+
 def w_gemm(args: dict) -> dict:
-    """Machine calibration: float32 GEMM GFLOP/s (numpy/OpenBLAS, the kernel the scores stage spends on)."""
-    rng = np.random.default_rng(0)
-    a = rng.standard_normal((8192, 512), dtype=np.float32)
-    b = rng.standard_normal((512, 2048), dtype=np.float32)
-    a @ b
-    t = time.perf_counter()
-    reps = 5
-    for _ in range(reps):
-        a @ b
-    el = (time.perf_counter() - t) / reps
-    return {"gflops": 2 * 8192 * 512 * 2048 / el / 1e9, "load_avg_1m": os.getloadavg()[0]}
+    """Machine calibration: GEMM GFLOP/s (best of 5) of numpy/OpenBLAS float32 and of torch float32 (the kernel
+    the scores stage spends on) and torch bfloat16 (is reduced precision worth it on this CPU?)."""
+    import torch
+
+    a = np.random.default_rng(0).standard_normal((8192, 512), dtype=np.float32)
+    b = np.random.default_rng(1).standard_normal((512, 2048), dtype=np.float32)
+
+    def rate(fn, rows: int = 8192) -> float:
+        fn()
+        best = float("inf")
+        for _ in range(5):
+            t = time.perf_counter()
+            fn()
+            best = min(best, time.perf_counter() - t)
+        return 2 * rows * 512 * 2048 / best / 1e9
+
+    ta, tb = torch.from_numpy(a), torch.from_numpy(b)
+    a16, b16 = ta[:512].bfloat16(), tb.bfloat16()  # 512 rows: emulated bf16 is ~20x slower on CPUs without it
+    return {"gflops": rate(lambda: a @ b), "torch_fp32_gflops": rate(lambda: ta @ tb),
+            "torch_bf16_gflops": rate(lambda: a16 @ b16, 512), "cpu_capability": torch.backends.cpu.get_cpu_capability(),
+            "torch_threads": torch.get_num_threads(), "load_avg_1m": os.getloadavg()[0]}
 
 
 # ------------------------------------------------------------------------------------------------ layout
@@ -403,7 +456,7 @@ def w_knn_lib(args: dict) -> dict:
 
 WORKERS = {"app": w_app, "app_build": w_app_build, "embed": w_embed, "scan_memory": w_scan_memory, "score": w_score,
            "gemm": w_gemm, "layout": w_layout, "layout_reload": w_layout_reload, "knn_data": w_knn_data,
-           "knn_lib": w_knn_lib}
+           "knn_lib": w_knn_lib, "recipe": w_recipe, "agreement": w_agreement}
 
 
 def main() -> None:

@@ -29,7 +29,7 @@ def _rows(doc: dict, section: str) -> dict[str, dict]:
 
 
 def test_bench_quick_core_sections(tmp_path):
-    doc = _run(tmp_path, "score,embed,memory,layout")
+    doc = _run(tmp_path, "score,knn,recipe,embed,memory,layout")
     assert _rows(doc, "machine")["float32 GEMM (numpy/OpenBLAS)"]["value"] > 0
 
     score = _rows(doc, "score")
@@ -38,9 +38,18 @@ def test_bench_quick_core_sections(tmp_path):
     assert score["k-NN recall@10 vs exact, N=1,000"]["value"] == 1.0  # exact below the approx threshold
     raw = doc["raw"]["score"][0]
     assert raw["recall"] > 0.5 and raw["precision"] > 0.5  # the synthetic noise is found
-    assert {"probe_probs", "nearest_neighbors", "clipcleaner_select", "cleanlab_flags"} <= set(raw["stages"])
+    assert {"fit_probe", "nearest_neighbors", "clipcleaner_select", "cleanlab_flags"} <= set(raw["stages"])
     assert raw["lbfgs_iterations_per_fold"] and len(raw["lbfgs_iterations_per_fold"]) == 5
     assert any(m.startswith("reference detect") for m in score)
+    agree = next(r for m, r in score.items() if m.startswith("flags agree with the reference"))
+    assert 0.9 <= agree["value"] <= 1.0  # the same objective, solved by scikit-learn
+    recipe = next(r for m, r in score.items() if m.startswith("cleanlab recipe N=1,000"))
+    assert recipe["value"] > 0 and 0 < doc["raw"]["recipe"][0]["f1"] <= 1
+    assert any(m.startswith("cleanlab recipe") for m in _rows(doc, "recipe"))  # the opt-in section
+
+    knn = doc["raw"]["knn"]
+    assert {r["method"] for r in knn} >= {"cellprobe", "faiss_ivf"}
+    assert all(0.5 < r["recall"] <= 1.0 and r["seconds"] > 0 for r in knn)
 
     embed = _rows(doc, "embed")
     ratio = next(r for m, r in embed.items() if m.startswith("scan/bare ratio"))
