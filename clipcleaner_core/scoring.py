@@ -108,18 +108,16 @@ def _softmax_rows_(z: np.ndarray) -> np.ndarray:
     return z
 
 
-def _fit_softmax(parts: list, labels: list, n_cls: int, C: float, max_iter: int, tol: float,
-                 theta0: np.ndarray | None, rows_per_block: int) -> tuple[np.ndarray, int]:
-    """Minimise (1/n) Σ_i w_{y_i} · CE_i + ||W||² / (2 C n) (w: balanced class weights, which sum to n) over
-    θ = (W (D, K), b (K,)) with scipy L-BFGS-B (``gtol`` = ``tol``), the loss and gradient in float32 torch on
-    the device the tensors live on.
+def _softmax_objective(parts: list, labels: list, n_cls: int, C: float, rows_per_block: int
+                       ) -> Callable[[np.ndarray], tuple[float, np.ndarray]]:
+    """fun(θ) → (loss, gradient float64) of (1/n) Σ_i w_{y_i} · CE_i + ||W||² / (2 C n) (w: balanced class weights,
+    which sum to n) at θ = (W (D, K) row-major, b (K,)), computed in float32 torch in row blocks on the device the
+    tensors live on.
 
     ``parts``: (b_j, D) float32 tensors (centred features; several contiguous slices, never copied), ``labels``:
     matching int64 tensors of class positions in [0, n_cls). Memory O(rows_per_block · K) besides the features.
-    Returns (θ float64 (D·K + K,), iterations).
     """
     import torch
-    from scipy.optimize import minimize
 
     dev = parts[0].device
     d, k = int(parts[0].shape[1]), int(n_cls)
@@ -155,6 +153,17 @@ def _fit_softmax(parts: list, labels: list, n_cls: int, C: float, max_iter: int,
         g = np.concatenate([gw.double().cpu().numpy().ravel() + l2 * tw, gb.cpu().numpy()])
         return float(loss) + 0.5 * l2 * float(np.dot(tw, tw)), g
 
+    return fun
+
+
+def _fit_softmax(parts: list, labels: list, n_cls: int, C: float, max_iter: int, tol: float,
+                 theta0: np.ndarray | None, rows_per_block: int) -> tuple[np.ndarray, int]:
+    """Minimise :func:`_softmax_objective` with scipy L-BFGS-B (``gtol`` = ``tol``, as scikit-learn's lbfgs).
+    Returns (θ float64 (D·K + K,), iterations)."""
+    from scipy.optimize import minimize
+
+    d, k = int(parts[0].shape[1]), int(n_cls)
+    fun = _softmax_objective(parts, labels, n_cls, C, rows_per_block)
     res = minimize(fun, np.zeros(d * k + k) if theta0 is None else theta0, jac=True, method="L-BFGS-B",
                    options={"maxiter": max_iter, "maxls": 50, "gtol": tol, "ftol": 64 * np.finfo(float).eps})
     return res.x, int(res.nit)
