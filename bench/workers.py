@@ -185,10 +185,29 @@ def w_score(args: dict) -> dict:
     if args.get("solver"):  # e.g. "sklearn": the implementation the scores stage used before (reference)
         timed_probe = detectors.fit_probe
         detectors.fit_probe = lambda *a, **kw: timed_probe(*a, solver=args["solver"], **kw)
+    if args.get("probe_max_iter"):  # a capped probe: times everything else at sizes where the full fit is hours
+        capped_probe = detectors.fit_probe
+        detectors.fit_probe = lambda *a, **kw: capped_probe(*a, max_iter=int(args["probe_max_iter"]), **kw)
     if args.get("knn_method"):
         timed_nn = detectors.nearest_neighbors
         detectors.nearest_neighbors = lambda *a, **kw: timed_nn(*a, method=args["knn_method"], **kw)
     cfg = ScoreConfig(**args.get("config", {}))
+    import clipcleaner_core.scoring as sc
+
+    evals: list[float] = []  # seconds per loss-and-gradient evaluation of the probe (extrapolates capped runs)
+    objective = sc._softmax_objective
+
+    def timed_objective(*a, **kw):
+        fun = objective(*a, **kw)
+
+        def f(theta):
+            t0 = time.perf_counter()
+            r = fun(theta)
+            evals.append(time.perf_counter() - t0)
+            return r
+        return f
+
+    sc._softmax_objective = timed_objective
     base_rss = peak_rss_mb()
     t = _timer()
     t_start = time.perf_counter()
@@ -206,6 +225,8 @@ def w_score(args: dict) -> dict:
         np.savez(args["flags"], **flags)
     out = {"n": len(s.y), "k": len(s.classes), "seconds": wall, "cpu_seconds": cpu, "stages": stages,
            "lbfgs_iterations_per_fold": iters, "device": str(detectors.resolve_device(cfg.device)),
+           "probe_evaluations": len(evals), "probe_eval_s_median": float(np.median(evals)) if evals else None,
+           "probe_max_iter": args.get("probe_max_iter"),
            "probs_form": {src: ("dense" if p.is_dense else f"top-{p.top}") for src, p in det.probs.items()},
            "peak_rss_mb": peak_rss_mb(), "rss_after_data_mb": base_rss,
            "precision": float((flag & noisy).sum() / max(flag.sum(), 1)),

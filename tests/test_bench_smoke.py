@@ -6,6 +6,7 @@ docs/PERFORMANCE.md). Every section except the app's runs here; the app section 
 """
 from __future__ import annotations
 
+import importlib.util
 import json
 import math
 import subprocess
@@ -48,7 +49,8 @@ def test_bench_quick_core_sections(tmp_path):
     assert any(m.startswith("cleanlab recipe") for m in _rows(doc, "recipe"))  # the opt-in section
 
     knn = doc["raw"]["knn"]
-    assert {r["method"] for r in knn} >= {"cellprobe", "faiss_ivf"}
+    want = {"cellprobe", "faiss_ivf"} if importlib.util.find_spec("faiss") else {"cellprobe"}
+    assert {r["method"] for r in knn} >= want
     assert all(0.5 < r["recall"] <= 1.0 and r["seconds"] > 0 for r in knn)
 
     embed = _rows(doc, "embed")
