@@ -166,10 +166,11 @@ def _score_row(rep: Report, r: dict, quick: bool, d: int) -> None:
 
 
 def section_score(rep: Report, quick: bool, sizes: list[int], ks: list[int], k_growth: list[int],
-                  ref_n: int | None = None, probe_max_iter: int | None = None) -> None:
-    d = 64 if quick else 512
+                  ref_n: int | None = None, probe_max_iter: int | None = None, dim: int = 512) -> None:
+    d = 64 if quick else dim
     rep.raw["score"] = []
-    ref_n = ref_n or (min(sizes) if min(sizes) <= 20_000 else 10_000)  # scikit-learn at 1M would take hours
+    if ref_n is None:  # scikit-learn's probe at 1M would take hours
+        ref_n = min(sizes) if min(sizes) <= 20_000 else 10_000
     tmp = Path(tempfile.mkdtemp(prefix="cc-bench-flags-"))
     for k in ks:
         for n in sizes:
@@ -177,6 +178,8 @@ def section_score(rep: Report, quick: bool, sizes: list[int], ks: list[int], k_g
                                      "flags": str(tmp / f"new-{n}-{k}.npz")}, timeout=4 * 3600)
             rep.raw["score"].append(r)
             _score_row(rep, r, quick, d)
+    if ref_n == 0:  # --reference-n 0: no reference / recipe rows (large-N timing runs)
+        return
     # in-run reference of the same objective: scikit-learn's solver for the probe, exact k-NN (speed-up, and
     # agreement of the flags: how far "same quality" can be checked at all, solver tolerance included)
     k0 = ks[0]
@@ -214,7 +217,8 @@ def section_score(rep: Report, quick: bool, sizes: list[int], ks: list[int], k_g
         rep.add("score", f"detect N={n_k:,} K={k}", r["seconds"], "s", "", None,
                 f"probe {r['stages'].get('fit_probe', 0):.1f}s ({it} L-BFGS iters, "
                 f"{1000 * r['stages'].get('fit_probe', 0) / it:.0f} ms/iter), select "
-                f"{r['stages'].get('clipcleaner_select', 0):.1f}s, cleanlab {r['stages'].get('cleanlab_flags', 0):.1f}s")
+                f"{r['stages'].get('clipcleaner_select', 0):.1f}s, "
+                f"cleanlab {r['stages'].get('cleanlab_flags', 0):.1f}s")
 
 
 def section_recipe(rep: Report, quick: bool, n: int) -> None:
@@ -336,10 +340,12 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--k-growth", default="10,100,300", help="class counts of the growth-with-K rows at N = 20,000")
     ap.add_argument("--reference-n", type=int, default=None,
                     help="N of the in-run reference (scikit-learn probe, exact k-NN) and of the cleanlab recipe; "
-                         "default: the smallest size, at most 10,000 when every size is larger than 20,000")
+                         "default: the smallest size, at most 10,000 when every size is larger than 20,000; "
+                         "0: none")
     ap.add_argument("--probe-max-iter", type=int, default=None,
                     help="cap the probe's L-BFGS iterations per fold in the --sizes runs (a timing/memory run of "
                          "everything else where the full fit takes hours; the full probe time is extrapolated)")
+    ap.add_argument("--dim", type=int, default=512, help="feature dimension D of the synthetic scoring data")
     ap.add_argument("--recipe-n", type=int, default=100_000, help="N of the opt-in 'recipe' section")
     ap.add_argument("--knn-sizes", default="100000", help="N of the k-NN library comparison (comma list)")
     ap.add_argument("--embed-images", type=int, default=96, help="JPEGs for the embedding section")
@@ -363,7 +369,7 @@ def main(argv: list[str] | None = None) -> int:
         if s == "embed":
             section_embed(rep, a.quick, a.embed_images)
         elif s == "score":
-            section_score(rep, a.quick, sizes, ks, k_growth, a.reference_n, a.probe_max_iter)
+            section_score(rep, a.quick, sizes, ks, k_growth, a.reference_n, a.probe_max_iter, a.dim)
         elif s == "knn":
             section_knn(rep, a.quick, knn_sizes)
         elif s == "recipe":

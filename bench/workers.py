@@ -304,7 +304,8 @@ def w_gemm(args: dict) -> dict:
     ta, tb = torch.from_numpy(a), torch.from_numpy(b)
     a16, b16 = ta[:512].bfloat16(), tb.bfloat16()  # 512 rows: emulated bf16 is ~20x slower on CPUs without it
     return {"gflops": rate(lambda: a @ b), "torch_fp32_gflops": rate(lambda: ta @ tb),
-            "torch_bf16_gflops": rate(lambda: a16 @ b16, 512), "cpu_capability": torch.backends.cpu.get_cpu_capability(),
+            "torch_bf16_gflops": rate(lambda: a16 @ b16, 512),
+            "cpu_capability": torch.backends.cpu.get_cpu_capability(),
             "torch_threads": torch.get_num_threads(), "load_avg_1m": os.getloadavg()[0]}
 
 

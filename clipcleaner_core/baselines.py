@@ -7,8 +7,12 @@
 from __future__ import annotations
 
 import warnings
+from typing import TYPE_CHECKING
 
 import numpy as np
+
+if TYPE_CHECKING:  # annotations only: torch is imported where it is used
+    import torch
 
 
 #: above this many rows :func:`nearest_neighbors` switches from exact brute force (O(N²·D)) to a cell-probe index
@@ -109,8 +113,8 @@ def nearest_neighbors(features: np.ndarray, k: int = 10, batch: int | None = Non
     """Cosine k-NN of every row among the others: (indices (N, k) int64, similarities (N, k) float32).
 
     ``features`` (N, D) should be unit-norm. ``method``: ``"exact"`` — brute force in row blocks with torch on
-    ``device`` (memory O(batch · N), time O(N² · D)); ``"approx"`` — a cell-probe (IVF) index: exact cosines among the
-    members of the nearest k-means cells; on the benchmark's 100k × 512 data it finds 73 % of the exact 10
+    ``device`` (memory O(batch · N), time O(N² · D)); ``"approx"`` — a cell-probe (IVF) index: exact cosines
+    among the members of the nearest k-means cells; on the benchmark's 100k × 512 data it finds 73 % of the exact 10
     nearest neighbours while the k-NN flags (label votes) match the exact ones for > 99.9 % of rows
     (``docs/PERFORMANCE.md``; small clustered sets: ≥ 95 %, ``tests/test_fast_paths.py``);
     ``"auto"`` — exact on CUDA and up to :data:`EXACT_KNN_MAX` rows on the CPU, approximate above. Neighbours are

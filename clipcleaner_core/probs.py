@@ -163,7 +163,8 @@ class ProbsBuilder:
     """Collects one source's probabilities row block by row block into a :class:`Probs`, never holding (N, K)
     unless the dense form is stored. Keeps beside it, from the unrounded values (float64): ``given`` (N,)
     p(given label), ``max`` (N,) the top probability, and the top ``table_top`` classes ``top_idx`` (N, t')
-    under the ranking rule with their probabilities ``top_p`` (what the detectors and the score table need). ``dense_max_classes`` None: :data:`DENSE_MAX_CLASSES` at the time of the call."""
+    under the ranking rule with their probabilities ``top_p`` (what the detectors and the score table need).
+    ``dense_max_classes`` None: :data:`DENSE_MAX_CLASSES` at the time of the call."""
 
     def __init__(self, y: np.ndarray, n_classes: int, dense: bool | None = None, top: int = TOP,
                  dense_max_classes: int | None = None, table_top: int = 3):
@@ -212,7 +213,8 @@ class ProbsBuilder:
 
 def collect(y: np.ndarray, n_classes: int, blocks: dict, ensemble: tuple[str, ...] = (), keep: str | None = None,
             rows: int = 65536, dense_max_classes: int | None = None,
-            extra: "Callable[[int, int], np.ndarray] | None" = None) -> tuple[dict[str, ProbsBuilder], np.ndarray | None]:
+            extra: "Callable[[int, int], np.ndarray] | None" = None
+            ) -> tuple[dict[str, ProbsBuilder], np.ndarray | None]:
     """One pass over row blocks of every source: ``blocks[src](start, stop)`` → (b, K) probabilities.
 
     Returns a :class:`ProbsBuilder` per source plus ``"ens"``, the mean of the ``ensemble`` sources present

@@ -11,9 +11,12 @@ from __future__ import annotations
 
 import warnings
 from dataclasses import dataclass, field
-from typing import Callable
+from typing import TYPE_CHECKING, Callable
 
 import numpy as np
+
+if TYPE_CHECKING:  # annotations only: torch is imported where it is used
+    import torch
 
 MIN_GMM_SAMPLES = 8  # a class with fewer loss scores than this keeps all of them (the GMM abstains)
 EPS = 1e-12
@@ -110,9 +113,9 @@ def _softmax_rows_(z: np.ndarray) -> np.ndarray:
 
 def _softmax_objective(parts: list, labels: list, n_cls: int, C: float, rows_per_block: int
                        ) -> Callable[[np.ndarray], tuple[float, np.ndarray]]:
-    """fun(θ) → (loss, gradient float64) of (1/n) Σ_i w_{y_i} · CE_i + ||W||² / (2 C n) (w: balanced class weights,
-    which sum to n) at θ = (W (D, K) row-major, b (K,)), computed in float32 torch in row blocks on the device the
-    tensors live on.
+    """fun(θ) → (loss, gradient float64) of (1/n) Σ_i w_{y_i} · CE_i + ||W||² / (2 C n) (w: balanced class
+    weights, which sum to n) at θ = (W (D, K) row-major, b (K,)), computed in float32 torch in row blocks on the
+    device the tensors live on.
 
     ``parts``: (b_j, D) float32 tensors (centred features; several contiguous slices, never copied), ``labels``:
     matching int64 tensors of class positions in [0, n_cls). Memory O(rows_per_block · K) besides the features.
