@@ -1,4 +1,4 @@
-"""clipcleaner benchmark: ``python -m bench [--quick] [--json [FILE]] [--sections embed,score,layout,app,memory]``.
+"""clipcleaner benchmark: ``python -m bench [--quick] [--json [FILE]] [--sections embed,score,knn,layout,app,memory]``.
 
 Sections (docs/PERFORMANCE.md has the numbers and what they mean):
 
@@ -6,8 +6,13 @@ Sections (docs/PERFORMANCE.md has the numbers and what they mean):
   vs a bare loop of ``model.encode_image`` over already-preprocessed tensors, same random-weight open_clip
   model (ViT-B-32; ``--quick``: a tiny config), same JPEGs; fp32 and bf16 on the CPU. Ratio target ≥ 0.90.
 - ``score``: ``detectors.detect`` (zero-shot with synthetic text features, 5-fold probe, k-NN, CLIPCleaner,
-  cleanlab, ensemble) on synthetic clustered embeddings, D = 512: time per N and per K, peak RSS, and the
-  reference implementation (scikit-learn probe, exact k-NN) at the smallest N as an in-run baseline.
+  cleanlab, ensemble) on synthetic clustered embeddings, D = 512: time per N × K (``--sizes``, ``--ks``), peak
+  RSS, F1 per detector, and as in-run baselines at the smallest N (≤ 10k): the reference implementation
+  (scikit-learn's solver, exact k-NN; flag agreement) and the standard cleanlab recipe (scikit-learn
+  ``cross_val_predict`` + ``find_label_issues``); growth with K at 20k (``--k-growth``).
+- ``knn``: the hand-written cell-probe index vs faiss-cpu (IVF, HNSW) and pynndescent: time, recall vs exact,
+  flag agreement, memory (``--knn-sizes``).
+- ``recipe`` (opt-in, ~8 min at 100k): the cleanlab recipe and our detect at ``--recipe-n``.
 - ``layout``: first view (PCA) and UMAP of N points through ``clipcleaner_core.layout``, JIT apart, and the
   reload from the workspace cache in a fresh process.
 - ``app``: a generated N-sample workspace; AppTest time per page (warm) and per review action.
