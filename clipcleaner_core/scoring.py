@@ -9,6 +9,7 @@ Every function is deterministic for a fixed ``seed``.
 """
 from __future__ import annotations
 
+import contextlib
 import warnings
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Callable
@@ -47,6 +48,23 @@ def block_rows(n_cols: int, device: "torch.device | str" = "cpu") -> int:
     """Rows per block so that a (rows, n_cols) float32 block is ~64 MB on the CPU (~1 GB on CUDA)."""
     budget = (1 << 28) if str(device).startswith("cuda") else (1 << 24)  # float32 elements
     return int(max(256, min(1 << 20, budget // max(int(n_cols), 1))))
+
+
+@contextlib.contextmanager
+def _torch_threads(n: int | None):
+    """Run the block with ``n`` torch CPU threads (None: unchanged). Small problems run faster on one thread:
+    torch's thread start-up and spin-waits cost more than they save (digits demo: 4 CPU-s instead of 10)."""
+    import torch
+
+    if n is None:
+        yield
+        return
+    old = torch.get_num_threads()
+    torch.set_num_threads(n)
+    try:
+        yield
+    finally:
+        torch.set_num_threads(old)
 
 
 def _tensor(a: np.ndarray, device) -> "torch.Tensor":
@@ -347,34 +365,36 @@ def fit_probe(features: np.ndarray, y: np.ndarray, n_classes: int, mode: str = "
     coefs, icpts, classes, iters = [], [], [], []
     warm: tuple[np.ndarray, np.ndarray] | None = None
     rows = block_rows(n_classes, dev)
-    for m in range(len(tests)):
-        a, b = int(bounds[m]), int(bounds[m + 1])
-        train = (slice(0, n),) if not splits else (slice(0, a), slice(b, n))
-        y_tr = np.concatenate([y[order[sl]] for sl in train])
-        present = np.unique(y_tr)
-        if len(present) == 1:
-            cls, coef, icpt, it = present, np.zeros((1, d), np.float32), np.zeros(1, np.float32), 0
-        elif solver == "sklearn" or (solver == "auto" and len(present) < 3):
-            tr = np.concatenate([order[sl] for sl in train])
-            (cls, coef, icpt), it = _sklearn_fit(x[tr], y[tr], C, max_iter, seed), 0
-        else:
-            pos = np.searchsorted(present, ys.cpu().numpy()) if len(present) < n_classes else None
-            yp = ys if pos is None else torch.as_tensor(pos).to(dev)
-            theta0 = None
-            if warm_start and warm is not None and np.array_equal(warm[0], present):
-                theta0 = warm[1]
-            theta, it = _fit_softmax([xs[sl] for sl in train if sl.stop > sl.start],
-                                     [yp[sl] for sl in train if sl.stop > sl.start], len(present), C, max_iter,
-                                     tol, theta0, rows)
-            warm = (present, theta)
-            coef, icpt = _coef_from(theta, d, len(present), mean)
-            cls = present
-        coefs.append(coef)
-        icpts.append(icpt)
-        classes.append(np.asarray(cls, dtype=np.int64))
-        iters.append(it)
-        if on_fold:
-            on_fold(m + 1, len(tests))
+    small = dev.type == "cpu" and n * d * max(int(n_classes), 1) < (1 << 27)  # one thread is faster there
+    with _torch_threads(1 if small else None):
+        for m in range(len(tests)):
+            a, b = int(bounds[m]), int(bounds[m + 1])
+            train = (slice(0, n),) if not splits else (slice(0, a), slice(b, n))
+            y_tr = np.concatenate([y[order[sl]] for sl in train])
+            present = np.unique(y_tr)
+            if len(present) == 1:
+                cls, coef, icpt, it = present, np.zeros((1, d), np.float32), np.zeros(1, np.float32), 0
+            elif solver == "sklearn" or (solver == "auto" and len(present) < 3):
+                tr = np.concatenate([order[sl] for sl in train])
+                (cls, coef, icpt), it = _sklearn_fit(x[tr], y[tr], C, max_iter, seed), 0
+            else:
+                pos = np.searchsorted(present, ys.cpu().numpy()) if len(present) < n_classes else None
+                yp = ys if pos is None else torch.as_tensor(pos).to(dev)
+                theta0 = None
+                if warm_start and warm is not None and np.array_equal(warm[0], present):
+                    theta0 = warm[1]
+                theta, it = _fit_softmax([xs[sl] for sl in train if sl.stop > sl.start],
+                                         [yp[sl] for sl in train if sl.stop > sl.start], len(present), C,
+                                         max_iter, tol, theta0, rows)
+                warm = (present, theta)
+                coef, icpt = _coef_from(theta, d, len(present), mean)
+                cls = present
+            coefs.append(coef)
+            icpts.append(icpt)
+            classes.append(np.asarray(cls, dtype=np.int64))
+            iters.append(it)
+            if on_fold:
+                on_fold(m + 1, len(tests))
     del xs, ys
     return FittedProbe(int(n_classes), coefs, icpts, classes, model_of, dev, iters)
 
