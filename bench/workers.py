@@ -47,7 +47,7 @@ def register_tiny() -> str:
     return TINY_MODEL
 
 
-def bench_encoder(model: str, precision: str):
+def bench_encoder(model: str, precision: str, device: str = "cpu"):
     """A random-weight open_clip model behind :class:`ClipEncoder`'s own preprocess / encode_images code.
 
     Benchmark only (speed does not depend on the weights). It is not CLIP, is never offered by
@@ -64,8 +64,8 @@ def bench_encoder(model: str, precision: str):
         def __init__(self) -> None:  # deliberately skips ClipEncoder's weight checks: random weights
             logging.getLogger().setLevel(logging.ERROR)
             torch.manual_seed(0)
-            net, _, preprocess = open_clip.create_model_and_transforms(model, pretrained=None, device="cpu")
-            self.device, self.precision = "cpu", precision
+            net, _, preprocess = open_clip.create_model_and_transforms(model, pretrained=None, device=device)
+            self.device, self.precision = device, precision
             self.model, self.model_name, self.transform = net.eval(), model, preprocess
             self.tokenizer, self._torch, self.weights_label = None, torch, "random (benchmark only)"
             Encoder.__init__(self, kind="bench-random", has_text=False,
@@ -84,9 +84,11 @@ def w_embed(args: dict) -> dict:
 
     torch.set_num_threads(int(args.get("threads") or torch.get_num_threads()))
     model = register_tiny() if args["model"] == "tiny" else args["model"]
-    enc = bench_encoder(model, args["precision"])
+    device = args.get("device", "cpu")
+    enc = bench_encoder(model, args["precision"], device)
     paths = args["paths"]
     bs = int(args["batch_size"])
+    sync = torch.cuda.synchronize if device.startswith("cuda") else (lambda: None)
     # bare loop: tensors preprocessed beforehand (not timed)
     from PIL import Image
 
@@ -94,11 +96,13 @@ def w_embed(args: dict) -> dict:
     batches = [torch.stack(tensors[i:i + bs]) for i in range(0, len(tensors), bs)]
     net = enc.model
 
-    def bare() -> float:
+    def bare() -> float:  # the same host → device copy per batch as the scan path
+        sync()
         t = time.perf_counter()
-        with torch.inference_mode(), autocast_context("cpu", args["precision"]):
+        with torch.inference_mode(), autocast_context(device, args["precision"]):
             for b in batches:
-                net.encode_image(b)
+                net.encode_image(b.to(device, non_blocking=True))
+        sync()
         return time.perf_counter() - t
 
     def pipeline(workers: int) -> float:
@@ -110,12 +114,12 @@ def w_embed(args: dict) -> dict:
         assert r.features.shape[0] == len(paths) and not r.failed
         return el
 
-    with torch.inference_mode(), autocast_context("cpu", args["precision"]):
-        net.encode_image(batches[0])  # warm-up (allocator, oneDNN primitives)
+    with torch.inference_mode(), autocast_context(device, args["precision"]):
+        net.encode_image(batches[0].to(device))  # warm-up (allocator, oneDNN primitives / cuDNN autotune)
     # rounds of (bare, pipeline per worker count), interleaved; the best (min) time of each is reported:
     # on a shared machine contention only ever adds time, so the minimum is the least noisy estimate
     rounds = int(args.get("rounds", 3))
-    out: dict = {"n": len(paths), "threads": torch.get_num_threads(), "rounds": rounds,
+    out: dict = {"n": len(paths), "threads": torch.get_num_threads(), "rounds": rounds, "device": device,
                  "bare_seconds": [], "pipeline_seconds": {str(w): [] for w in args["workers"]}}
     for _ in range(rounds):
         out["bare_seconds"].append(bare())
@@ -145,62 +149,97 @@ def w_scan_memory(args: dict) -> dict:
 
 
 # ------------------------------------------------------------------------------------------------- score
+def _f1(flag: np.ndarray, noisy: np.ndarray) -> float:
+    tp = float((flag & noisy).sum())
+    return 2 * tp / max(float(flag.sum() + noisy.sum()), 1.0)
+
+
+DETECTOR_KEYS = ("ens", "cc", "cleanlab", "knn")
+
+
 def w_score(args: dict) -> dict:
-    """detect() on synthetic embeddings, with the time of every stage (functions wrapped in place)."""
+    """detect() on synthetic embeddings, with the time of every stage (functions wrapped in place). ``flags``: a
+    path where the four detectors' flags are saved (.npz) for agreement checks between runs."""
     from bench.synth import make_embeddings
     from clipcleaner_core import detectors
     from clipcleaner_core.detectors import ScoreConfig
 
     s = make_embeddings(int(args["n"]), d=int(args.get("d", 512)), k=int(args["k"]), seed=int(args.get("seed", 0)))
     stages: dict[str, float] = {}
-    for name in ("zero_shot_probs", "probe_probs", "nearest_neighbors", "knn_probs", "clipcleaner_select",
-                 "cleanlab_flags", "knn_flags", "explain"):
+    iters: list[int] = []
+    for name in ("fit_probe", "nearest_neighbors", "collect", "clipcleaner_select", "cleanlab_flags", "knn_flags",
+                 "explain"):
         fn = getattr(detectors, name)
 
         def wrapped(*a, __fn=fn, __name=name, **kw):
             t = time.perf_counter()
             try:
-                return __fn(*a, **kw)
+                r = __fn(*a, **kw)
+                if __name == "fit_probe":
+                    iters.extend(r.n_iter)
+                return r
             finally:
                 stages[__name] = stages.get(__name, 0.0) + time.perf_counter() - t
 
         setattr(detectors, name, wrapped)
     if args.get("solver"):  # e.g. "sklearn": the implementation the scores stage used before (reference)
-        timed_probe = detectors.probe_probs
-        detectors.probe_probs = lambda *a, **kw: timed_probe(*a, solver=args["solver"], **kw)
+        timed_probe = detectors.fit_probe
+        detectors.fit_probe = lambda *a, **kw: timed_probe(*a, solver=args["solver"], **kw)
+    if args.get("probe_max_iter"):  # a capped probe: times everything else at sizes where the full fit is hours
+        capped_probe = detectors.fit_probe
+        detectors.fit_probe = lambda *a, **kw: capped_probe(*a, max_iter=int(args["probe_max_iter"]), **kw)
     if args.get("knn_method"):
         timed_nn = detectors.nearest_neighbors
         detectors.nearest_neighbors = lambda *a, **kw: timed_nn(*a, method=args["knn_method"], **kw)
+    cfg = ScoreConfig(**args.get("config", {}))
     import clipcleaner_core.scoring as sc
 
-    iters: list[int] = []
-    fit = sc.MultinomialLR.fit
+    evals: list[float] = []  # seconds per loss-and-gradient evaluation of the probe (extrapolates capped runs)
+    objective = sc._softmax_objective
 
-    def counted_fit(self, *a, **kw):
-        r = fit(self, *a, **kw)
-        iters.append(self.n_iter_)
-        return r
+    def timed_objective(*a, **kw):
+        fun = objective(*a, **kw)
 
-    sc.MultinomialLR.fit = counted_fit
+        def f(theta):
+            t0 = time.perf_counter()
+            r = fun(theta)
+            evals.append(time.perf_counter() - t0)
+            return r
+        return f
+
+    sc._softmax_objective = timed_objective
     base_rss = peak_rss_mb()
     t = _timer()
-    det = detectors.detect(s.features, s.y, s.classes, ScoreConfig(), s.text_features, s.text_class)
+    t_start = time.perf_counter()
+
+    def progress(stage: str, done: int, total: int) -> None:  # to stderr: $CC_BENCH_LOG follows long runs
+        print(f"[score N={len(s.y)} K={len(s.classes)}] step {done}/{total} at {time.perf_counter() - t_start:.0f}s, "
+              f"peak RSS {peak_rss_mb():.0f} MiB", file=sys.stderr, flush=True)
+
+    det = detectors.detect(s.features, s.y, s.classes, cfg, s.text_features, s.text_class, progress=progress)
     wall, cpu = t()
     noisy = s.y != s.y_true
     flag = det.table["flagged"].to_numpy()
+    flags = {key: det.table[f"{key}_flag"].to_numpy() for key in DETECTOR_KEYS}
+    if args.get("flags"):
+        np.savez(args["flags"], **flags)
     out = {"n": len(s.y), "k": len(s.classes), "seconds": wall, "cpu_seconds": cpu, "stages": stages,
-           "lbfgs_iterations_per_fold": iters,
+           "lbfgs_iterations_per_fold": iters, "device": str(detectors.resolve_device(cfg.device)),
+           "probe_evaluations": len(evals), "probe_eval_s_median": float(np.median(evals)) if evals else None,
+           "probe_max_iter": args.get("probe_max_iter"),
+           "probs_form": {src: ("dense" if p.is_dense else f"top-{p.top}") for src, p in det.probs.items()},
            "peak_rss_mb": peak_rss_mb(), "rss_after_data_mb": base_rss,
            "precision": float((flag & noisy).sum() / max(flag.sum(), 1)),
-           "recall": float((flag & noisy).sum() / max(noisy.sum(), 1))}
+           "recall": float((flag & noisy).sum() / max(noisy.sum(), 1)),
+           "f1": {key: _f1(f, noisy) for key, f in flags.items()}}
     if args.get("knn_recall"):  # share of the exact 10 nearest neighbours found, on 1000 random rows
-        from clipcleaner_core.baselines import _topk_rows
+        import torch
 
         q = np.random.default_rng(1).choice(len(s.y), size=min(1000, len(s.y)), replace=False)
-        x = s.features
+        x = torch.from_numpy(s.features)
         b = x[q] @ x.T
         b[np.arange(len(q)), q] = -np.inf
-        ti, _ = _topk_rows(b, det.neighbors.shape[1])
+        ti = torch.topk(b, det.neighbors.shape[1], dim=1).indices.numpy()
         out["knn_recall"] = float(np.mean([len(set(a) & set(c)) / len(c) for a, c in zip(det.neighbors[q], ti)]))
 
         def votes_flag(nb: np.ndarray) -> tuple[np.ndarray, np.ndarray]:  # as baselines.knn_flags, for rows q
@@ -216,18 +255,58 @@ def w_score(args: dict) -> dict:
     return out
 
 
+def w_recipe(args: dict) -> dict:
+    """The standard cleanlab recipe a user would write on the same embeddings: scikit-learn
+    ``LogisticRegression`` (default settings, max_iter 1000) ``cross_val_predict`` 5-fold for out-of-fold
+    probabilities, then ``cleanlab.filter.find_label_issues``. Time, peak RSS and F1 of its flags."""
+    import warnings
+
+    from cleanlab.filter import find_label_issues
+    from sklearn.linear_model import LogisticRegression
+    from sklearn.model_selection import cross_val_predict
+
+    from bench.synth import make_embeddings
+
+    s = make_embeddings(int(args["n"]), d=int(args.get("d", 512)), k=int(args["k"]), seed=int(args.get("seed", 0)))
+    t = _timer()
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        p = cross_val_predict(LogisticRegression(max_iter=1000), s.features, s.y, cv=5, method="predict_proba")
+        flag = find_label_issues(s.y, p)
+    wall, cpu = t()
+    return {"n": len(s.y), "k": len(s.classes), "seconds": wall, "cpu_seconds": cpu, "peak_rss_mb": peak_rss_mb(),
+            "f1": _f1(np.asarray(flag, bool), s.y != s.y_true)}
+
+
+def w_agreement(args: dict) -> dict:
+    """Share of samples on which two saved flag sets (``a``, ``b``: .npz of w_score) agree, per detector."""
+    a, b = np.load(args["a"]), np.load(args["b"])
+    return {key: float((a[key] == b[key]).mean()) for key in DETECTOR_KEYS}
+
+
 def w_gemm(args: dict) -> dict:
-    """Machine calibration: float32 GEMM GFLOP/s (numpy/OpenBLAS, the kernel the scores stage spends on)."""
-    rng = np.random.default_rng(0)
-    a = rng.standard_normal((8192, 512), dtype=np.float32)
-    b = rng.standard_normal((512, 2048), dtype=np.float32)
-    a @ b
-    t = time.perf_counter()
-    reps = 5
-    for _ in range(reps):
-        a @ b
-    el = (time.perf_counter() - t) / reps
-    return {"gflops": 2 * 8192 * 512 * 2048 / el / 1e9, "load_avg_1m": os.getloadavg()[0]}
+    """Machine calibration: GEMM GFLOP/s (best of 5) of numpy/OpenBLAS float32 and of torch float32 (the kernel
+    the scores stage spends on) and torch bfloat16 (is reduced precision worth it on this CPU?)."""
+    import torch
+
+    a = np.random.default_rng(0).standard_normal((8192, 512), dtype=np.float32)
+    b = np.random.default_rng(1).standard_normal((512, 2048), dtype=np.float32)
+
+    def rate(fn, rows: int = 8192) -> float:
+        fn()
+        best = float("inf")
+        for _ in range(5):
+            t = time.perf_counter()
+            fn()
+            best = min(best, time.perf_counter() - t)
+        return 2 * rows * 512 * 2048 / best / 1e9
+
+    ta, tb = torch.from_numpy(a), torch.from_numpy(b)
+    a16, b16 = ta[:512].bfloat16(), tb.bfloat16()  # 512 rows: emulated bf16 is ~20x slower on CPUs without it
+    return {"gflops": rate(lambda: a @ b), "torch_fp32_gflops": rate(lambda: ta @ tb),
+            "torch_bf16_gflops": rate(lambda: a16 @ b16, 512),
+            "cpu_capability": torch.backends.cpu.get_cpu_capability(),
+            "torch_threads": torch.get_num_threads(), "load_avg_1m": os.getloadavg()[0]}
 
 
 # ------------------------------------------------------------------------------------------------ layout
@@ -318,8 +397,104 @@ def w_app_build(args: dict) -> dict:
     return app_bench.build(int(args["n"]), quick=bool(args.get("quick")))
 
 
-WORKERS = {"app": w_app, "app_build": w_app_build, "embed": w_embed, "scan_memory": w_scan_memory, "score": w_score, "gemm": w_gemm,
-           "layout": w_layout, "layout_reload": w_layout_reload}
+
+
+
+
+# ------------------------------------------------------------------------------------------- k-NN libs
+def w_knn_data(args: dict) -> dict:
+    """Synthetic N × 512 embeddings (100 classes) saved as .npy, plus the exact 10 nearest neighbours of 1,000
+    random rows (the ground truth the k-NN libraries are compared against)."""
+    from bench.synth import make_embeddings
+    from clipcleaner_core.baselines import _topk_rows
+
+    n, k = int(args["n"]), int(args.get("k", 10))
+    s = make_embeddings(n, k=int(args.get("classes", 100)), seed=0)
+    d = Path(args["dir"])
+    d.mkdir(parents=True, exist_ok=True)
+    np.save(d / "x.npy", s.features)
+    np.save(d / "y.npy", s.y)
+    q = np.sort(np.random.default_rng(1).choice(n, size=min(1000, n), replace=False))
+    b = s.features[q] @ s.features.T
+    b[np.arange(len(q)), q] = -np.inf
+    truth, _ = _topk_rows(b, k)
+    np.save(d / "q.npy", q)
+    np.save(d / "truth.npy", truth)
+    return {"n": n, "dir": str(d)}
+
+
+def _knn_library(method: str, x: np.ndarray, k: int, params: dict) -> np.ndarray:
+    """All-rows k-NN (N, k) indices, self excluded, with one of the compared libraries."""
+    n = len(x)
+    if method == "cellprobe":  # the hand-written IVF index in clipcleaner_core.baselines
+        from clipcleaner_core.baselines import _approx_neighbors
+
+        return _approx_neighbors(x, k, seed=0)[0]
+    if method.startswith("faiss"):
+        import faiss
+
+        faiss.omp_set_num_threads(int(params.get("threads", os.cpu_count() or 1)))
+        d = x.shape[1]
+        if method == "faiss_ivf":
+            nlist = int(params.get("nlist_factor", 4) * np.sqrt(n))
+            index = faiss.IndexIVFFlat(faiss.IndexFlatIP(d), d, nlist, faiss.METRIC_INNER_PRODUCT)
+            rng = np.random.default_rng(0)
+            index.train(x[np.sort(rng.choice(n, size=min(n, 64 * nlist), replace=False))])
+            index.add(x)
+            index.nprobe = int(params.get("nprobe", 16))
+        elif method == "faiss_hnsw":
+            index = faiss.IndexHNSWFlat(d, int(params.get("M", 32)), faiss.METRIC_INNER_PRODUCT)
+            index.hnsw.efConstruction = int(params.get("efConstruction", 40))
+            index.add(x)
+            index.hnsw.efSearch = int(params.get("efSearch", 64))
+        else:
+            raise ValueError(method)
+        _, idx = index.search(x, k + 1)
+    elif method == "pynndescent":
+        from pynndescent import NNDescent
+
+        idx = NNDescent(x, metric="dot", n_neighbors=k + 1, random_state=0, n_jobs=1,
+                        low_memory=True).neighbor_graph[0]
+    else:
+        raise ValueError(f"unknown k-NN library {method!r}")
+    idx = np.asarray(idx, dtype=np.int64)
+    last = np.argsort(idx == np.arange(n)[:, None], axis=1, kind="stable")  # self (if found) moves to the end
+    return np.take_along_axis(idx, last, axis=1)[:, :k]
+
+
+def w_knn_lib(args: dict) -> dict:
+    """One k-NN library on the saved data: all-rows k-NN time, peak RSS over the data's, recall@k vs exact on
+    the saved 1,000 rows and the k-NN flag agreement with exact there."""
+    d = Path(args["dir"])
+    x = np.load(d / "x.npy")
+    y = np.load(d / "y.npy")
+    q, truth = np.load(d / "q.npy"), np.load(d / "truth.npy")
+    k = truth.shape[1]
+    base = peak_rss_mb()
+    warm_s = 0.0
+    if args["method"] == "pynndescent":  # numba JIT apart from the run: a tiny index compiles everything
+        t = time.perf_counter()
+        _knn_library("pynndescent", x[:2000].copy(), k, {})
+        warm_s = time.perf_counter() - t
+    t = _timer()
+    idx = _knn_library(args["method"], x, k, args.get("params", {}))
+    wall, cpu = t()
+    recall = float(np.mean([len(set(a) & set(b)) / k for a, b in zip(idx[q], truth)]))
+
+    def flag(nb: np.ndarray) -> np.ndarray:
+        votes = np.zeros((len(q), int(y.max()) + 1))
+        np.add.at(votes, (np.repeat(np.arange(len(q)), nb.shape[1]), y[nb].ravel()), 1.0)
+        return votes.max(axis=1) > votes[np.arange(len(q)), y[q]]
+
+    return {"method": args["method"], "params": args.get("params", {}), "n": len(x), "seconds": wall,
+            "cpu_seconds": cpu, "jit_or_warmup_s": warm_s, "recall": recall,
+            "flag_agreement": float((flag(idx[q]) == flag(truth)).mean()),
+            "peak_rss_mb": peak_rss_mb(), "data_rss_mb": base, "extra_rss_mb": peak_rss_mb() - base}
+
+
+WORKERS = {"app": w_app, "app_build": w_app_build, "embed": w_embed, "scan_memory": w_scan_memory, "score": w_score,
+           "gemm": w_gemm, "layout": w_layout, "layout_reload": w_layout_reload, "knn_data": w_knn_data,
+           "knn_lib": w_knn_lib, "recipe": w_recipe, "agreement": w_agreement}
 
 
 def main() -> None:

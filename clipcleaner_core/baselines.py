@@ -7,8 +7,12 @@
 from __future__ import annotations
 
 import warnings
+from typing import TYPE_CHECKING
 
 import numpy as np
+
+if TYPE_CHECKING:  # annotations only: torch is imported where it is used
+    import torch
 
 
 #: above this many rows :func:`nearest_neighbors` switches from exact brute force (O(N²·D)) to a cell-probe index
@@ -17,26 +21,32 @@ EXACT_KNN_MAX = 30_000
 
 def _topk_rows(block: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:
     """Per row of ``block`` (b, N) float32: indices and values of the k largest, largest first."""
-    try:
-        import torch
-    except ImportError:  # pragma: no cover - torch is a dependency; numpy fallback
-        part = np.argpartition(-block, k - 1, axis=1)[:, :k]
-        psim = np.take_along_axis(block, part, axis=1)
-        order = np.argsort(-psim, axis=1, kind="stable")
-        return np.take_along_axis(part, order, axis=1), np.take_along_axis(psim, order, axis=1)
+    import torch
+
     v, i = torch.topk(torch.from_numpy(block), k, dim=1, largest=True, sorted=True)
     return i.numpy().astype(np.int64), v.numpy()
 
 
-def _exact_neighbors(x: np.ndarray, k: int, batch: int) -> tuple[np.ndarray, np.ndarray]:
+def _exact_neighbors(x: np.ndarray, k: int, batch: int | None = None, device: "str | torch.device" = "cpu"
+                     ) -> tuple[np.ndarray, np.ndarray]:
+    """Brute force on ``device`` (torch): one (b, N) float32 similarity block at a time, top-k per row, self
+    excluded. ``batch`` rows per block (default: ~64 MB of similarities on the CPU, ~1 GB on CUDA)."""
+    import torch
+
+    from .scoring import block_rows, resolve_device
+
+    dev = resolve_device(device) if isinstance(device, str) else device
     n = len(x)
+    b = int(batch or min(8192, block_rows(n, dev)))
+    xt = torch.as_tensor(np.ascontiguousarray(x, dtype=np.float32)).to(dev)
     idx = np.zeros((n, k), dtype=np.int64)
     sim = np.zeros((n, k), dtype=np.float32)
-    for s in range(0, n, batch):
-        block = x[s:s + batch] @ x.T  # (b, N)
-        rows = np.arange(block.shape[0])
-        block[rows, s + rows] = -np.inf  # exclude self
-        idx[s:s + batch], sim[s:s + batch] = _topk_rows(block, k)
+    for s in range(0, n, b):
+        block = xt[s:s + b] @ xt.T  # (b, N)
+        rows = torch.arange(block.shape[0], device=dev)
+        block[rows, s + rows] = -torch.inf  # exclude self
+        v, i = torch.topk(block, k, dim=1, largest=True, sorted=True)
+        idx[s:s + b], sim[s:s + b] = i.cpu().numpy(), v.cpu().numpy()
     return idx, sim
 
 
@@ -98,66 +108,88 @@ def _approx_neighbors(x: np.ndarray, k: int, seed: int, n_probe: int = 6) -> tup
     return idx, sim
 
 
-def nearest_neighbors(features: np.ndarray, k: int = 10, batch: int = 2048, method: str = "auto",
-                      seed: int = 0) -> tuple[np.ndarray, np.ndarray]:
+def nearest_neighbors(features: np.ndarray, k: int = 10, batch: int | None = None, method: str = "auto",
+                      seed: int = 0, device: str = "cpu") -> tuple[np.ndarray, np.ndarray]:
     """Cosine k-NN of every row among the others: (indices (N, k) int64, similarities (N, k) float32).
 
-    ``features`` (N, D) should be unit-norm. ``method``: ``"exact"`` — brute force in row blocks of ``batch``
-    (memory O(batch · N), time O(N² · D)); ``"approx"`` — a cell-probe (IVF) index: exact cosines among the
-    members of the nearest k-means cells; on the benchmark's 100k × 512 data it finds 73 % of the exact 10
+    ``features`` (N, D) should be unit-norm. ``method``: ``"exact"`` — brute force in row blocks with torch on
+    ``device`` (memory O(batch · N), time O(N² · D)); ``"approx"`` — a cell-probe (IVF) index: exact cosines
+    among the members of the nearest k-means cells; on the benchmark's 100k × 512 data it finds 73 % of the exact 10
     nearest neighbours while the k-NN flags (label votes) match the exact ones for > 99.9 % of rows
     (``docs/PERFORMANCE.md``; small clustered sets: ≥ 95 %, ``tests/test_fast_paths.py``);
-    ``"auto"`` — exact up to :data:`EXACT_KNN_MAX` rows, approximate above. Neighbours are sorted most similar
-    first.
+    ``"auto"`` — exact on CUDA and up to :data:`EXACT_KNN_MAX` rows on the CPU, approximate above. Neighbours are
+    sorted most similar first.
     """
+    from .scoring import resolve_device
+
+    dev = resolve_device(device)
     x = np.ascontiguousarray(features, dtype=np.float32)
     n = len(x)
     k = int(min(k, max(n - 1, 0)))
     if k == 0:
         return np.zeros((n, 0), dtype=np.int64), np.zeros((n, 0), dtype=np.float32)
     if method == "auto":
-        method = "exact" if n <= EXACT_KNN_MAX else "approx"
+        method = "exact" if n <= EXACT_KNN_MAX or dev.type == "cuda" else "approx"
     if method == "exact":
-        return _exact_neighbors(x, k, batch)
+        return _exact_neighbors(x, k, batch, dev)
     if method == "approx":
         # the index needs many times k points to pay off; small inputs are exact (and cheap)
-        return _approx_neighbors(x, k, seed) if n > 4 * (k + 1) else _exact_neighbors(x, k, batch)
+        return _approx_neighbors(x, k, seed) if n > 4 * (k + 1) else _exact_neighbors(x, k, batch, dev)
     raise ValueError(f"unknown k-NN method {method!r}; use auto, exact or approx")
 
 
 def knn_label_counts(neighbor_idx: np.ndarray, y: np.ndarray, n_classes: int) -> np.ndarray:
-    """Votes (N, K): how many of each sample's neighbours carry each given label."""
+    """Votes (N, K) float64: how many of each sample's neighbours carry each given label (dense: use it on a
+    row block at a time for large N · K)."""
     y = np.asarray(y, dtype=np.int64)
-    counts = np.zeros((len(neighbor_idx), n_classes))
-    rows = np.arange(len(neighbor_idx))
-    for j in range(neighbor_idx.shape[1]):
-        np.add.at(counts, (rows, y[neighbor_idx[:, j]]), 1.0)
+    nb = np.asarray(neighbor_idx, dtype=np.int64)
+    counts = np.zeros((len(nb), n_classes))
+    if nb.size:
+        rows = np.repeat(np.arange(len(nb)), nb.shape[1])
+        np.add.at(counts, (rows, y[nb].ravel()), 1.0)
     return counts
 
 
-def knn_probs(neighbor_idx: np.ndarray, y: np.ndarray, n_classes: int, alpha: float = 1.0) -> np.ndarray:
-    """Neighbour label distribution p_knn (N, K), smoothed: (votes + alpha/K) / (k + alpha)."""
+def knn_probs_block(neighbor_idx: np.ndarray, y: np.ndarray, n_classes: int, alpha: float = 1.0) -> np.ndarray:
+    """Neighbour label distribution p_knn (b, K) float32 for the rows of ``neighbor_idx`` (b, k), smoothed:
+    (votes + alpha/K) / (k + alpha)."""
     counts = knn_label_counts(neighbor_idx, y, n_classes)
-    k = max(neighbor_idx.shape[1], 0)
-    return (counts + alpha / n_classes) / (k + alpha)
+    k = max(np.asarray(neighbor_idx).shape[1], 0)
+    return ((counts + alpha / n_classes) / (k + alpha)).astype(np.float32)
+
+
+def knn_probs(neighbor_idx: np.ndarray, y: np.ndarray, n_classes: int, alpha: float = 1.0) -> np.ndarray:
+    """Dense p_knn (N, K) float64 of :func:`knn_probs_block` (tests, small data)."""
+    return knn_probs_block(neighbor_idx, y, n_classes, alpha).astype(np.float64)
 
 
 def knn_flags(neighbor_idx: np.ndarray, y: np.ndarray, n_classes: int) -> tuple[np.ndarray, np.ndarray]:
-    """k-NN baseline: (flag (N,) bool — neighbours' majority label ≠ given label, score (N,) = 1 − agreement)."""
+    """k-NN baseline: (flag (N,) bool — neighbours' majority label ≠ given label, score (N,) = 1 − agreement).
+
+    Row blocks of votes, so memory stays O(block · K) at any N."""
     y = np.asarray(y, dtype=np.int64)
-    counts = knn_label_counts(neighbor_idx, y, n_classes)
-    k = max(neighbor_idx.shape[1], 1)
-    agree = counts[np.arange(len(y)), y] / k
-    flag = counts.argmax(axis=1) != y
-    flag &= counts.max(axis=1) > counts[np.arange(len(y)), y]  # ties keep the given label
+    nb = np.asarray(neighbor_idx)
+    n, k = len(nb), max(nb.shape[1], 1)
+    flag = np.zeros(n, dtype=bool)
+    agree = np.zeros(n)
+    step = max(1, (1 << 22) // max(n_classes, 1))
+    for s in range(0, n, step):
+        counts = knn_label_counts(nb[s:s + step], y, n_classes)
+        rows = np.arange(len(counts))
+        own = counts[rows, y[s:s + step]]
+        agree[s:s + step] = own / k
+        flag[s:s + step] = counts.max(axis=1) > own  # the majority is another label; ties keep the given one
     return flag, 1.0 - agree
 
 
-def cleanlab_flags(y: np.ndarray, pred_probs: np.ndarray, seed: int = 0) -> tuple[np.ndarray, np.ndarray]:
+def cleanlab_flags(y: np.ndarray, pred_probs: np.ndarray, seed: int = 0, overwrite: bool = False
+                   ) -> tuple[np.ndarray, np.ndarray]:
     """Confident learning: (flag (N,) bool from ``find_label_issues``, score (N,) = 1 − label quality).
 
-    ``pred_probs`` (N, K) should be out-of-fold. Classes absent from ``y`` are dropped before calling cleanlab
-    (it needs every class present); with fewer than two classes nothing is flagged.
+    ``pred_probs`` (N, K) should be out-of-fold; float32 is enough (cleanlab keeps the dtype) and halves the
+    memory at large N · K. ``overwrite=True`` lets the clipping/renormalisation happen in ``pred_probs`` itself
+    instead of a copy. Classes absent from ``y`` are dropped before calling cleanlab (it needs every class
+    present); with fewer than two classes nothing is flagged.
     """
     from cleanlab.filter import find_label_issues
     from cleanlab.rank import get_label_quality_scores
@@ -166,14 +198,22 @@ def cleanlab_flags(y: np.ndarray, pred_probs: np.ndarray, seed: int = 0) -> tupl
     present = np.unique(y)
     if len(present) < 2:
         return np.zeros(len(y), dtype=bool), np.zeros(len(y))
-    remap = {c: i for i, c in enumerate(present)}
-    yy = np.array([remap[v] for v in y])
-    p = np.asarray(pred_probs, dtype=np.float64)[:, present]
-    p = np.clip(p, 1e-12, None)
-    p = p / p.sum(axis=1, keepdims=True)
+    p = np.asarray(pred_probs)
+    if len(present) < p.shape[1]:  # cleanlab needs every class present: drop the absent ones (a copy)
+        p = p[:, present]
+        y = np.searchsorted(present, y)
+    elif p.dtype not in (np.float32, np.float64):
+        p = p.astype(np.float32)
+    elif not overwrite:
+        p = p.copy()
+    step = max(1, (1 << 24) // p.shape[1])
+    for s in range(0, len(p), step):  # in place, in row blocks: no second (N, K) array
+        blk = p[s:s + step]
+        np.clip(blk, 1e-12, None, out=blk)
+        blk /= blk.sum(axis=1, keepdims=True)
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
         np.random.seed(seed)
-        flag = find_label_issues(yy, p, n_jobs=1)
-        quality = get_label_quality_scores(yy, p)
-    return np.asarray(flag, dtype=bool), 1.0 - np.asarray(quality)
+        flag = find_label_issues(y, p, n_jobs=1)
+        quality = get_label_quality_scores(y, p)
+    return np.asarray(flag, dtype=bool), 1.0 - np.asarray(quality, dtype=np.float64)

@@ -20,6 +20,8 @@ PROBE_MODES = ("cv", "faithful")
 ENCODERS = ("clip", "pixels")
 PRECISIONS = ("auto", "fp32", "bf16", "fp16")
 ENGINES = ("local", "ray")
+LARGE_N = 50_000
+"""From this many samples on, the out-of-fold probe uses 3 folds unless ``--folds`` says otherwise."""
 
 
 def _opt(help: str, *, flag: str | None = None, choices: tuple | None = None, cli: bool = True) -> dict:
@@ -73,7 +75,9 @@ class ScoreConfig:
     probe: str = field(default="cv", metadata=_opt(
         "linear probe: k-fold out-of-fold (cv) or in-sample as the reference implementation (faithful)",
         choices=PROBE_MODES))
-    folds: int = field(default=5, metadata=_opt("folds of the out-of-fold probe (at least 2)"))
+    folds: int | None = field(default=None, metadata=_opt(
+        f"folds of the out-of-fold probe, at least 2 (default: 5, or 3 from {LARGE_N:,} samples on, where each "
+        "fold still trains on tens of thousands of samples and the flags agree to within 1%)"))
     theta_gmm: float = field(default=0.5, metadata=_opt("GMM clean-posterior threshold in [0, 1]"))
     theta_cons: float = field(default=0.8, metadata=_opt("consistency threshold in [0, 1]"))
     temperature: float = field(default=0.07, metadata=_opt("zero-shot softmax temperature T (> 0)"))
@@ -82,12 +86,24 @@ class ScoreConfig:
         "ensemble: flag when another class beats the given label by more than this, in [0, 1)"))
     C: float = field(default=1.0, metadata=_opt("inverse L2 strength of the linear probe (> 0)", flag="--probe-C"))
     seed: int = field(default=0, metadata=_opt("random seed (folds, GMM, k-NN index)"))
+    device: str = field(default="auto", metadata=_opt(
+        "where the probe, zero-shot and k-NN run (torch): auto = CUDA when present, else cpu; cuda[:N]",
+        flag="--score-device"))
+
+    def effective_folds(self, n_samples: int) -> int:
+        """Folds the out-of-fold probe uses for ``n_samples``: ``folds`` when set, else 5 (3 from
+        :data:`LARGE_N` samples on: measured at 100k x 512, K = 100 — flags agree to 99.9% (ensemble, CLIPCleaner)
+        and 98.9% (cleanlab) with 5 folds at equal F1, for 28% less probe time; at 20k, 3 folds lose quality)."""
+        if self.folds is not None:
+            return int(self.folds)
+        return 3 if n_samples >= LARGE_N else 5
 
     def validate(self) -> "ScoreConfig":
         """Raise ValueError naming the first invalid setting; returns self."""
         _check_choice("--method", self.method, METHODS)
         _check_choice("--probe", self.probe, PROBE_MODES)
-        _check_int("--folds", self.folds, 2)
+        if self.folds is not None:
+            _check_int("--folds", self.folds, 2)
         _check_float("--theta-gmm", self.theta_gmm, 0.0, 1.0)
         _check_float("--theta-cons", self.theta_cons, 0.0, 1.0)
         _check_float("--temperature", self.temperature, 0.0, math.inf, low_open=True)
@@ -95,6 +111,9 @@ class ScoreConfig:
         _check_float("--margin", self.margin, 0.0, 1.0, high_open=True)
         _check_float("--probe-C", self.C, 0.0, math.inf, low_open=True)
         _check_int("--seed", self.seed, 0)
+        from .scoring import resolve_device  # lazily: torch
+
+        resolve_device(self.device)  # a clear error for an unknown device, or CUDA on a machine without it
         return self
 
 

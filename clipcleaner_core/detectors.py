@@ -21,9 +21,10 @@ import numpy as np
 import pandas as pd
 
 from . import registry
-from .baselines import cleanlab_flags, knn_flags, knn_probs, nearest_neighbors
+from .baselines import cleanlab_flags, knn_flags, knn_probs_block, nearest_neighbors
 from .config import METHODS, ScoreConfig
-from .scoring import clipcleaner_select, given_prob, probe_probs, top_k, zero_shot_probs
+from .probs import Probs, collect
+from .scoring import ZeroShot, block_rows, clipcleaner_select, fit_probe, resolve_device
 
 CRITERIA = tuple(c.key for c in registry.CRITERIA)
 
@@ -33,7 +34,7 @@ class Detection:
     """Per-sample table plus the arrays the app needs (probabilities, neighbours, class similarity)."""
 
     table: pd.DataFrame
-    probs: dict[str, np.ndarray]
+    probs: dict[str, Probs]
     neighbors: np.ndarray
     neighbor_sims: np.ndarray
     criteria: list[str]
@@ -42,21 +43,24 @@ class Detection:
 
 def detect(features: np.ndarray, y: np.ndarray, classes: list[str], config: ScoreConfig,
            text_features: np.ndarray | None = None, text_class: np.ndarray | None = None,
-           progress: Callable[[str, int, int], None] | None = None) -> Detection:
+           progress: Callable[[str, int, int], None] | None = None,
+           dense_max_classes: int | None = None) -> Detection:
     """All sources and detectors on ``features`` (N, D unit-norm) with given labels ``y`` (N,) in [0, K).
 
     ``text_features`` (M, D) / ``text_class`` (M,) enable the zero-shot source; without them the zero-shot
     criteria are reported as unavailable (NaN scores) and only the probe criteria are used.
     ``progress("score", done, total)`` is called after every step (each probe fold, neighbours, selection, …).
+    ``dense_max_classes``: store probabilities dense up to this many classes (default
+    :data:`probs.DENSE_MAX_CLASSES`), else as top-t (``Detection.probs`` are :class:`probs.Probs`).
     """
     config.validate()
     x = np.asarray(features, dtype=np.float32)
     y = np.asarray(y, dtype=np.int64)
     n, k = len(y), len(classes)
     names = np.asarray(classes, dtype=object)
-    probs: dict[str, np.ndarray] = {}
-    folds = 1 if config.probe == "faithful" else config.folds
-    total = folds + (config.folds if config.probe == "faithful" else 0) + 5
+    n_folds = config.effective_folds(n)
+    folds = 1 if config.probe == "faithful" else n_folds
+    total = folds + (n_folds if config.probe == "faithful" else 0) + 5
     step = [0]
 
     def tick(n_steps: int = 1) -> None:
@@ -64,27 +68,36 @@ def detect(features: np.ndarray, y: np.ndarray, classes: list[str], config: Scor
         if progress:
             progress("score", min(step[0], total), total)
 
+    # every source gives (b, K) row blocks (torch on config.device); no (N, K) matrix is formed except the one
+    # cleanlab needs (float32) and the stored dense form when K is small (probs.py)
+    dev = resolve_device(config.device)
+    blocks: dict = {}
     if text_features is not None and len(text_features):
-        probs["zs"] = zero_shot_probs(x, text_features, np.asarray(text_class), k, config.temperature)
+        zs = ZeroShot(text_features, np.asarray(text_class), k, config.temperature, dev)
+        blocks["zs"] = lambda s, e: zs.block(x[s:e])
     tick()
-    probs["probe"] = probe_probs(x, y, k, mode=config.probe, n_folds=config.folds, C=config.C, seed=config.seed,
-                                 on_fold=lambda i, m: tick())
-    nn_idx, nn_sim = nearest_neighbors(x, effective_k(y, config.knn_k), seed=config.seed)
-    probs["knn"] = knn_probs(nn_idx, y, k)
+    probe = fit_probe(x, y, k, mode=config.probe, n_folds=n_folds, C=config.C, seed=config.seed, device=dev,
+                      on_fold=lambda i, m: tick())
+    blocks["probe"] = lambda s, e: probe.block(s, x[s:e])
+    nn_idx, nn_sim = nearest_neighbors(x, effective_k(y, config.knn_k), seed=config.seed, device=dev)
+    blocks["knn"] = lambda s, e: knn_probs_block(nn_idx[s:e], y, k)
     tick()
-    p_cv = probs["probe"] if config.probe == "cv" else probe_probs(
-        x, y, k, "cv", config.folds, config.C, seed=config.seed, on_fold=lambda i, m: tick())
+    p_cv = None if config.probe == "cv" else fit_probe(x, y, k, "cv", n_folds, config.C, seed=config.seed,
+                                                       device=dev, on_fold=lambda i, m: tick())
+    built, cv_dense = collect(y, k, blocks, ensemble=("zs", "probe", "knn"), keep="probe" if p_cv is None else None,
+                              extra=None if p_cv is None else (lambda s, e: p_cv.block(s, x[s:e])),
+                              rows=block_rows(k), dense_max_classes=dense_max_classes)
+    probs = {src: b.build() for src, b in built.items()}
+    gm = {src: (b.given, b.max) for src, b in built.items()}
 
-    sel = clipcleaner_select(y, k, probs["probe"], probs.get("zs"), config.theta_gmm, config.theta_cons, config.seed)
+    sel = clipcleaner_select(y, k, gm["probe"], gm.get("zs"), config.theta_gmm, config.theta_cons, config.seed)
     tick()
-    cl_flag, cl_score = cleanlab_flags(y, p_cv, seed=config.seed)
+    cl_flag, cl_score = cleanlab_flags(y, cv_dense, seed=config.seed, overwrite=True)
+    del cv_dense
     tick()
     kn_flag, kn_score = knn_flags(nn_idx, y, k)
-    ens_sources = [probs[s] for s in ("zs", "probe", "knn") if s in probs]
-    p_ens = np.mean(ens_sources, axis=0)
-    probs["ens"] = p_ens
-    ens_given = given_prob(p_ens, y)
-    ens_flag = (p_ens.max(axis=1) - ens_given) > config.margin
+    ens_given = built["ens"].given
+    ens_flag = (built["ens"].max - ens_given) > config.margin
     ens_score = 1.0 - ens_given
 
     flags = {"ensemble": ens_flag, "clipcleaner": ~sel.clean, "cleanlab": cl_flag, "knn": kn_flag}
@@ -92,9 +105,8 @@ def detect(features: np.ndarray, y: np.ndarray, classes: list[str], config: Scor
 
     t = pd.DataFrame({"label_idx": y, "label": names[y] if n else np.array([], dtype=object)})
     suggest_src = "zs" if "zs" in probs else "ens"
-    sidx, sprob = top_k(probs[suggest_src], 1)
-    t["suggested_label"] = names[sidx[:, 0]] if n else []
-    t["suggested_prob"] = sprob[:, 0] if n else []
+    t["suggested_label"] = names[built[suggest_src].top_idx[:, 0]] if n else []
+    t["suggested_prob"] = built[suggest_src].top_p[:, 0] if n else []
     t["suggested_source"] = registry.source(suggest_src).title
     t["noise_score"] = scores[config.method]
     t["flagged"] = flags[config.method]
@@ -115,13 +127,12 @@ def detect(features: np.ndarray, y: np.ndarray, classes: list[str], config: Scor
             t[f"{c}_kept"] = pd.array([pd.NA] * n, dtype="boolean")
             if c.endswith("_loss"):
                 t[f"{c}_posterior"] = np.nan
-    for src in ("zs", "probe", "knn", "ens"):
+    for src in (e.key for e in registry.SOURCES):
         if src in probs:
-            t[f"p_given_{src}"] = given_prob(probs[src], y)
-            idx, pr = top_k(probs[src], 3)
-            for j in range(idx.shape[1]):
-                t[f"{src}_top{j + 1}_label"] = names[idx[:, j]]
-                t[f"{src}_top{j + 1}_prob"] = pr[:, j]
+            t[f"p_given_{src}"] = built[src].given
+            for j in range(built[src].top_idx.shape[1]):
+                t[f"{src}_top{j + 1}_label"] = names[built[src].top_idx[:, j]]
+                t[f"{src}_top{j + 1}_prob"] = built[src].top_p[:, j]
         else:
             t[f"p_given_{src}"] = np.nan
     t["knn_agreement"] = 1.0 - kn_score
@@ -137,6 +148,7 @@ def detect(features: np.ndarray, y: np.ndarray, classes: list[str], config: Scor
         "criterion_rejects": {c: int((~sel.kept[c]).sum()) for c in sel.criteria},
         "fallback_added": int(sel.fallback.sum()),
         "knn_k": int(nn_idx.shape[1]),
+        "probe_folds": int(n_folds),
     }
     return Detection(table=t, probs=probs, neighbors=nn_idx, neighbor_sims=nn_sim, criteria=sel.criteria, info=info)
 

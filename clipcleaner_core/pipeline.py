@@ -19,7 +19,7 @@ import pandas as pd
 from . import __version__
 from .dataset import STATUS_UNREADABLE, load_dataset
 from .config import EncoderConfig, ScoreConfig
-from .detectors import detect
+from .detectors import Detection, detect
 from .embeddings import embed_samples, embedding_key
 from .encoders import Encoder, make_encoder
 from .noise import centroid_similarity
@@ -228,8 +228,7 @@ def _score_and_publish(ws: Workspace, base: Settings, samples: pd.DataFrame, emb
         det = detect(feats, y, classes, scoring, text.features, text.class_index, progress=progress)
         table = pd.concat([ok[["sample_id", "path", "abs_path"]], det.table], axis=1)
         info = DetectionInfo.from_dict(det.info)
-        arrays = {**{f"probs_{name}": p.astype(np.float16) for name, p in det.probs.items()},
-                  "neighbors": det.neighbors.astype(np.int32), "neighbor_sims": det.neighbor_sims.astype(np.float16),
+        arrays = {**_prob_arrays(det), "neighbors": det.neighbors.astype(np.int32), "neighbor_sims": det.neighbor_sims.astype(np.float16),
                   "class_similarity": class_similarity(feats, y, len(classes), text.features, text.class_index)}
     if text.features is not None:
         arrays["text_features"] = text.features
@@ -253,6 +252,15 @@ def _score_and_publish(ws: Workspace, base: Settings, samples: pd.DataFrame, emb
                       timings={**base.timings, "score_s": elapsed}, orphans=orphans)
 
 
+def _prob_arrays(det: Detection) -> dict[str, np.ndarray]:
+    """Every probability array of a detection by workspace name: ``probs_<src>`` (N, K) float16 when stored dense,
+    else ``probs_<src>_topk_idx`` / ``probs_<src>_topk_p`` (N, t + 1), column t the given label (``probs.py``)."""
+    out: dict[str, np.ndarray] = {}
+    for src, p in det.probs.items():
+        out.update(p.arrays(src))
+    return out
+
+
 def orphan_decisions(ws: Workspace, samples: pd.DataFrame, scored_ids, db_url: str | None = None,
                      log: Log | None = None) -> pd.DataFrame:
     """Review decisions of ``ws`` whose sample_id is not among ``scored_ids`` (see ``ScanResult.orphans``).
@@ -262,7 +270,7 @@ def orphan_decisions(ws: Workspace, samples: pd.DataFrame, scored_ids, db_url: s
     """
     from .decisions import ReviewStore, resolve_store_url
 
-    url, _ = resolve_store_url(ws.path, db_url)  # argument > $CLIPCLEANER_DB_URL > workspace.json > review.sqlite
+    url, _ = resolve_store_url(ws.path, db_url)  # argument > $CLIPCLEANER_DB_URL > review.json > review.sqlite
     if url is None and not ws.review_db.exists():
         return pd.DataFrame(columns=ORPHAN_COLUMNS)
     try:

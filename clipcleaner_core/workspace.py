@@ -180,6 +180,7 @@ class DetectionInfo:
     criterion_rejects: Mapping[str, int] = field(default_factory=dict)
     fallback_added: int = 0
     knn_k: int = 0
+    probe_folds: int = 0
     extra: Mapping[str, Any] = field(default_factory=dict)
     """Further per-scan facts other stages add (issue types, health notes); JSON values."""
 
@@ -495,15 +496,19 @@ class Workspace:
         except (OSError, ValueError) as e:
             raise WorkspaceError(f"{p}: cannot read ({type(e).__name__}); re-scan the dataset") from None
 
-    def probs(self, src: str) -> np.ndarray | None:
-        """(N, K) class probabilities of source ``src`` (see :mod:`registry` SOURCES), None when not computed."""
-        return self.array(f"probs_{src}")
+    def probs(self, src: str):
+        """Class probabilities of source ``src`` (:mod:`registry` SOURCES) as a :class:`probs.Probs` (dense (N, K)
+        float16 up to ``probs.DENSE_MAX_CLASSES`` classes, else top-t + given label), None when not computed."""
+        from .probs import load_probs
+
+        return load_probs(self, src)
 
     def sources(self) -> list[str]:
         """Probability sources in the published set, in registry order."""
+        from .probs import array_names
         from .registry import SOURCES
 
-        return [s.key for s in SOURCES if self.has(f"probs_{s.key}")]
+        return [s.key for s in SOURCES if any(self.has(n) for n in array_names(s.key))]
 
     # user settings that survive re-scans --------------------------------------------------------------------------
     def user_settings(self) -> dict[str, Any]:
@@ -554,7 +559,7 @@ class Workspace:
         if emb.shape[0] != n or n_ok != n:
             raise ValueError(f"inconsistent scan set: {n} scores, {emb.shape[0]} embeddings, {n_ok} usable samples")
         for name, arr in arrays.items():
-            if np.ndim(arr) and name.startswith(("probs_", "neighbor")) and np.shape(arr)[0] != n:
+            if np.ndim(arr) and name.startswith(("probs_", "neighbor")) and np.shape(arr)[0] != n:  # row-aligned
                 raise ValueError(f"inconsistent scan set: {name} has {np.shape(arr)[0]} rows, scores {n}")
         self.path.mkdir(parents=True, exist_ok=True)
         gen = datetime.now(timezone.utc).strftime("%Y%m%dT%H%M%S") + "-" + secrets.token_hex(3)

@@ -100,6 +100,11 @@ def _array(path: str, name: str, generation: str) -> np.ndarray | None:
     return None if a is None else np.asarray(a)
 
 
+@st.cache_resource(max_entries=32, show_spinner=False)
+def _probs(path: str, src: str, generation: str):
+    return _workspace(path).probs(src)
+
+
 @st.cache_resource(max_entries=8, show_spinner=False)
 def _store(path: str, url: str) -> ReviewStore:
     return open_store(path, url=url)
@@ -131,9 +136,9 @@ class Ctx:
     def array(self, name: str) -> np.ndarray | None:
         return _array(self.path, name, self.generation)
 
-    def probs(self, src: str) -> np.ndarray | None:
-        """(N, K) probabilities of source ``src`` (registry SOURCES), None when the scan has none."""
-        return self.array(f"probs_{src}")
+    def probs(self, src: str):
+        """:class:`probs.Probs` of source ``src`` (registry SOURCES), None when the scan has none."""
+        return _probs(self.path, src, self.generation)
 
     def sources(self) -> list[str]:
         return self.ws.sources()

@@ -32,17 +32,13 @@ norm = c2.toggle("Row-normalised (share of the given class)", key="conf_norm", v
 
 
 @st.cache_resource(max_entries=16, show_spinner=False)
-def _pred(path: str, name: str, generation: str) -> np.ndarray:
-    return np.asarray(ctx.probs(name)).argmax(axis=1)
+def _pred(path: str, name: str, generation: str) -> tuple[np.ndarray, np.ndarray]:
+    """(the source's top class per sample (N,), given × top-class counts (K, K))."""
+    p = ctx.probs(name)
+    return p.argmax(), p.confusion(ctx.scores["label_idx"].to_numpy())
 
 
-@st.cache_resource(max_entries=16, show_spinner=False)
-def _counts(path: str, name: str, generation: str) -> np.ndarray:
-    return views.confusion_counts(ctx.scores["label_idx"].to_numpy(), ctx.probs(name), K)
-
-
-counts = _counts(ctx.path, src, ctx.generation)
-pred = _pred(ctx.path, src, ctx.generation)
+pred, counts = _pred(ctx.path, src, ctx.generation)
 z = views.row_normalise(counts) if norm else counts.astype(float)
 # colour scale on the off-diagonal only, so disagreements are visible next to the big diagonal
 off = z * (1 - np.eye(K))

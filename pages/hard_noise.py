@@ -124,8 +124,8 @@ st.caption(f"Cosine similarity between **{sim_src}**"
               == "pixels" else "."))
 pairs = views.similar_pairs(sim, ctx.classes, top=10)
 K = len(ctx.classes)
-counts = views.confusion_counts(ctx.scores["label_idx"].to_numpy(), ctx.probs("ens"), K) \
-    if ctx.probs("ens") is not None else np.zeros((K, K), dtype=int)
+p_ens = ctx.probs("ens")
+counts = p_ens.confusion(ctx.scores["label_idx"].to_numpy()) if p_ens is not None else np.zeros((K, K), dtype=int)
 pairs["a→b suggested"] = counts[pairs["a_idx"], pairs["b_idx"]]
 pairs["b→a suggested"] = counts[pairs["b_idx"], pairs["a_idx"]]
 tsel = st.dataframe(pairs[["a", "b", "similarity", "a→b suggested", "b→a suggested"]], hide_index=True,

@@ -391,8 +391,9 @@ def test_detect_degenerate_shapes(n, k, layout, zero_shot):
             v = t[c].dropna()
             assert ((v >= 0) & (v <= 1)).all(), c
         assert set(t["suggested_label"]) <= set(classes)
-        for p in det.probs.values():
-            assert p.shape == (n, k) and np.allclose(p.sum(1), 1.0)
+        for p in det.probs.values():  # dense float16 at this K (probs.py)
+            d = np.asarray(p.dense_view(), dtype=np.float64)
+            assert d.shape == (n, k) and np.allclose(d.sum(1), 1.0, atol=2e-3)
         if k == 1:
             assert not t["flagged"].any()  # one class: nothing can be mislabelled
 

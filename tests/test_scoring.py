@@ -20,11 +20,12 @@ def test_zero_shot_sum_of_exponentials_by_hand():
     s1 = math.exp(0.6 / T)
     p = scoring.zero_shot_probs(f, t, owner, 2, T)
     assert p.shape == (1, 2)
-    assert p[0, 0] == pytest.approx(s0 / (s0 + s1), rel=1e-12)
-    assert p[0, 1] == pytest.approx(s1 / (s0 + s1), rel=1e-12)
+    # float32 cosines and sums (the embeddings are stored in float16): relative error ~1e-6
+    assert p[0, 0] == pytest.approx(s0 / (s0 + s1), rel=1e-6)
+    assert p[0, 1] == pytest.approx(s1 / (s0 + s1), rel=1e-5)
     # prompts are summed, not averaged: a second identical prompt for class 1 doubles s1
     p2 = scoring.zero_shot_probs(f, np.vstack([t, t[2:]]), np.array([0, 0, 1, 1]), 2, T)
-    assert p2[0, 1] == pytest.approx(2 * s1 / (s0 + 2 * s1), rel=1e-12)
+    assert p2[0, 1] == pytest.approx(2 * s1 / (s0 + 2 * s1), rel=1e-5)
 
 
 def test_zero_shot_is_stable_and_handles_class_without_prompts():
