@@ -243,8 +243,8 @@ def section_refit(rep: Report, quick: bool, n: int) -> None:
             f"{r['cold_s'] / r['probe_s']:.2f}x the scan's probe")
     rep.add("refit", "refit after 25 more (warm start)", r["warm_s"], "s", "<= probe", r["warm_s"] <= r["probe_s"],
             f"{r['warm_s'] / r['probe_s']:.2f}x the scan's probe; runs in the background in the app")
-    rep.add("refit", "queue precision, next 1,000: scan -> refit", r["queue_precision_after"], "", "", None,
-            f"scan {r['queue_precision_before']:.3f}")
+    rep.add("refit", "average precision of the undecided: scan -> refit", r["ap_after"], "", "", None,
+            f"scan {r['ap_before']:.3f} (true errors among the samples nobody reviewed)")
     rep.add("refit", "errors-left estimate", r["estimate_s"], "s", "", None,
             f"{r['estimate']:.0f} (95% {r['estimate_low']:.0f}-{r['estimate_high']:.0f}), true {r['true_left']}")
     rep.add("refit", "refit table write + read (parquet)", r["table_io_s"], "s", "", None,

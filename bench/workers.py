@@ -350,10 +350,12 @@ def w_refit(args: dict) -> dict:
     warm = A.refit_scores(inp, A.trust_from_decisions(ids, s.y, s.classes, decisions(m + 25)), warm=cold.warm)
     warm_s = time.perf_counter() - t
     noisy = s.y != s.y_true
-    before = noisy[order[m + 25:m + 25 + 1000]].mean()  # the scan's queue: its next 1000 after the reviewed
     undecided = np.ones(n, dtype=bool)
     undecided[order[:m + 25]] = False
-    after = noisy[A.queue_order(warm.rank_score, undecided)[:1000]].mean()
+    from sklearn.metrics import average_precision_score
+
+    before = average_precision_score(noisy[undecided], rank[undecided])  # how well each ranks what is left
+    after = average_precision_score(noisy[undecided], warm.rank_score[undecided])
     dec = decisions(m + 25)
     spot = pd.Series(ids).isin(set(draw_spot_check(ids, inp.scan_flagged, 1))).to_numpy()
     dec_spot = pd.DataFrame({"sample_id": ids[spot], "action": np.where(noisy[spot], "relabel", "accept"),
@@ -371,8 +373,8 @@ def w_refit(args: dict) -> dict:
     io_s = time.perf_counter() - t
     return {"n": n, "k": k, "d": d, "reviewed": m, "probe_s": probe_s, "cold_s": cold_s, "warm_s": warm_s,
             "cold_iters": cold.info["lbfgs_iterations"], "warm_iters": warm.info["lbfgs_iterations"],
-            "estimate_s": est_s, "table_io_s": io_s, "queue_precision_before": float(before),
-            "queue_precision_after": float(after), "true_left": int(left.sum()), "estimate": est.errors_left,
+            "estimate_s": est_s, "table_io_s": io_s, "ap_before": float(before), "ap_after": float(after),
+            "true_left": int(left.sum()), "estimate": est.errors_left,
             "estimate_low": est.low, "estimate_high": est.high, "peak_rss_mb": peak_rss_mb()}
 
 

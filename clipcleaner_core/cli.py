@@ -453,6 +453,8 @@ def _ws_command(sub, name: str, help: str, func, db: bool = True) -> argparse.Ar
 
 
 def build_parser() -> argparse.ArgumentParser:
+    from .active import DEFAULT_TRUSTED_WEIGHT
+
     p = argparse.ArgumentParser(prog="clipcleaner", description="Find and fix mislabelled images with CLIP.")
     p.add_argument("--version", action="version", version=f"clipcleaner {__version__}")
     sub = p.add_subparsers(dest="command", required=True)
@@ -555,7 +557,8 @@ def build_parser() -> argparse.ArgumentParser:
 
     rf = _ws_command(sub, "refit", "learn from the review: refit probe + ensemble on trusted labels, re-rank",
                      cmd_refit)
-    rf.add_argument("--trusted-weight", type=int, default=5, help="a reviewed sample counts this many times (5)")
+    rf.add_argument("--trusted-weight", type=int, default=DEFAULT_TRUSTED_WEIGHT,
+                    help=f"a reviewed sample counts this many times ({DEFAULT_TRUSTED_WEIGHT})")
     es = _ws_command(sub, "estimate", "label errors left in the dataset, with a 95%% interval", cmd_estimate)
     es.add_argument("--next", type=int, default=200, help="what reviewing the next N suspects should fix (200)")
     es.add_argument("--spot-check", action="store_true", help="also list the spot-check samples to review")
@@ -571,7 +574,7 @@ def build_parser() -> argparse.ArgumentParser:
     sm.add_argument("--budget", type=int, required=True, help="queue samples the oracle reviews")
     sm.add_argument("--strategy", choices=("active", "static", "random"), default="active")
     sm.add_argument("--refit-every", type=int, default=25, help="active: refit after this many decisions (25)")
-    sm.add_argument("--trusted-weight", type=int, default=5)
+    sm.add_argument("--trusted-weight", type=int, default=DEFAULT_TRUSTED_WEIGHT)
     sm.add_argument("--spot-check", type=int, default=None, help="spot-check size (default: the workspace's rule)")
     sm.add_argument("--seed", type=int, default=0, help="random strategy: order seed")
 
