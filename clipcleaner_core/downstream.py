@@ -6,8 +6,8 @@ current decisions, excluded samples dropped, undecided samples by the chosen pol
 
 - **Against the reviewers** (always): a seeded ``test_share`` of the trusted samples (accepted or relabelled to a
   known class) is held out of both training sets; accuracy on them, against the reviewers' labels, with Wilson 95%
-  intervals and a paired bootstrap interval of the difference. The reviewed samples are mostly flagged ones, so
-  this accuracy is on the hard part of the data, not the whole distribution (said in ``notes``).
+  intervals and a paired bootstrap interval of the difference. The reviewed samples are the ones reviewers chose
+  (mostly flagged), not a random sample, so this accuracy is on them, not on the whole dataset (said in ``notes``).
 - **Against the truth** (when a truth file is given, e.g. the demo's): a seeded ``truth_share`` of the samples
   with a known truth is held out; accuracy against the truth.
 """
@@ -144,8 +144,8 @@ def downstream_check(ws: Workspace | str | Path, *, db_url: str | None = None, d
                   f"{100 * test_share:.0f}% of them and needs at least {min_test} held out: review at least {need}")
     else:
         trusted = compare(test, trust.label[test])
-        notes.append("held-out reviewed samples are mostly flagged (hard) ones: accuracy on them is lower than on "
-                     "the whole dataset")
+        notes.append("the held-out reviewed samples are the ones reviewers chose (mostly flagged), not a random "
+                     "sample: the accuracy is on them, not on the whole dataset")
     truth = None
     if truth_file is not None:
         from .evaluate import truth_labels
