@@ -44,7 +44,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from .active import (RefitInputs, current_ranking, queue_order, refits_dir, scan_settings)
+from .active import RefitInputs, current_ranking, queue_order, refits_dir, scan_settings
 from .workspace import Workspace, atomic_write_text
 
 SPOT_CHECK_FILE = "spotcheck.json"
@@ -135,8 +135,9 @@ class Estimate:
     """Errors left in the dataset (undecided + unsure samples) with a 95% interval; see the module doc.
 
     ``errors_left`` / ``low`` / ``high`` are None when ``status == "insufficient"``. ``next_n`` suspects of the
-    current queue should fix ≈ ``next_fix`` (``next_fix_low``–``next_fix_high``). ``bands``: one row per stratum
-    (name, lo/hi score, samples, undecided, reviewed, errors, rate, borrowed).
+    current queue should fix ≈ ``next_fix`` (``next_fix_low``–``next_fix_high``). ``flagged_left`` /
+    ``unflagged_left``: the estimate split by stratum. ``bands``: one row per stratum (region, score_low,
+    score_high, samples, undecided, evidence, errors, rate).
     """
 
     status: str
@@ -183,10 +184,10 @@ def _unmeasured(rng: np.random.Generator, draws: int, score: np.ndarray, members
                 bands: list) -> None:
     """Strata for flagged samples scoring below every reviewed flagged sample (appended to the lists in place).
 
-    Their rate falls from the lowest reviewed band's (``theta_top``, at score ``top``) to the top unflagged band's
+    Their rate falls from the lowest reviewed band's (``theta_top``, at score ``top``) to the spot check's
     (``theta_floor``, at the lowest of their scores) along x^a, x in [0, 1] their position in that score range and
-    one exponent a per draw, log-uniform in [1/4, 4] (concave to convex: the shape is unknown, only the ends and
-    monotonicity are assumed). Positions are grouped into :data:`UNMEASURED_BINS` bins of equal width.
+    one exponent a per draw, log-uniform in [1/SHAPE_RANGE, SHAPE_RANGE] (from flat to a sudden drop: the shape is
+    unknown, only the ends and monotonicity are assumed). Positions are grouped into :data:`UNMEASURED_BINS` bins of equal width.
     """
     s = score[members]
     bottom = float(s.min())
@@ -286,7 +287,8 @@ def estimate_errors_left(flagged: np.ndarray, rank_score: np.ndarray, outcome: n
             group[members] = len(rates)
             rates.append(theta)
             left_draws.append(rng.binomial(len(members), theta))
-            hi = np.inf if i == 0 else float(cuts[i - 1])
+            hi = float(max(score[b].max(), score[members].max() if len(members) else -np.inf)) if i == 0 \
+                else float(cuts[i - 1])
             lo = float(lowest) if i == len(fb) - 1 else float(cuts[i])
             bands.append({"region": "flagged", "score_low": lo, "score_high": hi, "samples": int(len(b) + len(members)),
                           "undecided": int(len(members)), "evidence": int(len(b)), "errors": e,

@@ -298,7 +298,12 @@ def test_estimate_workspace_and_export_report(ws, demo_dir):
     true_left = int(((t != s["label_idx"].to_numpy()) & ~reviewed).sum())
     assert est.low <= true_left <= est.high, (est.low, true_left, est.high)
     path, table = export_csv(ws)
-    _, report = export_report(ws, table)
+    rp, report = export_report(ws, table)
+
+    def strict(c):
+        raise ValueError(f"not JSON: {c}")
+
+    assert json.loads(rp.read_text(), parse_constant=strict)["errors_left"]["bands"]  # no NaN / Infinity
     assert report["errors_left"]["status"] == "ok"
     assert report["errors_left"]["errors_left"] == pytest.approx(est.errors_left)
     assert report["errors_left"]["summary"] == E.estimate_workspace(ws).summary()  # next 200 by default
