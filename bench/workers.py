@@ -340,7 +340,8 @@ def w_refit(args: dict) -> dict:
         r = order[:m]
         wrong = s.y[r] != s.y_true[r]
         return pd.DataFrame({"sample_id": ids[r], "action": np.where(wrong, "relabel", "accept"),
-                             "label": np.where(wrong, names[s.y_true[r]], None), "reviewer": "oracle", "updated_at": ""})
+                             "label": np.where(wrong, names[s.y_true[r]], None), "reviewer": "oracle",
+                             "updated_at": ""})
 
     m = int(args["reviewed"])
     t = time.perf_counter()
@@ -379,7 +380,8 @@ def w_refit(args: dict) -> dict:
 
 
 WORKERS = {"app": w_app, "app_build": w_app_build, "embed": w_embed, "scan_memory": w_scan_memory, "score": w_score, "gemm": w_gemm,
-           "layout": w_layout, "layout_reload": w_layout_reload, "refit": w_refit}
+           "layout": w_layout, "layout_reload": w_layout_reload,
+           "refit": w_refit}
 
 
 def main() -> None:

@@ -23,9 +23,10 @@ Streamlit): the app runs :func:`refit_workspace` in a background thread with ``s
 Ranking rule. The queue is ordered by the ensemble margin, ``max_{k != given} p_ens(k) - p_ens(given)`` (in
 [-1, 1]; > ``margin`` exactly when the ensemble flags the sample), not by ``noise_score = 1 - p_ens(given)``: on
 the digits demo (6 noise settings x 3 seeds) it found at least as many errors in the first n_errors in 16 of 18
-and had the higher average precision in 13 (all hard, asymmetric and mixed settings, by 0.007 to 0.13; the 5
-others are symmetric ones, lower by at most 0.005) — ``docs/ACTIVE.md``. A scan scored with another ``--method`` keeps
-that method's ``noise_score`` order until the first refit, which always ranks by the refit ensemble.
+and had the higher average precision in 14 (every hard, asymmetric and mixed setting, by up to 0.15; on 4
+symmetric ones it is lower by at most 0.003) — ``docs/ACTIVE.md``, ``scripts/active_eval.py``. A scan scored
+with another ``--method`` keeps that method's ``noise_score`` order until the first refit, which always ranks by
+the refit ensemble.
 """
 from __future__ import annotations
 

@@ -48,7 +48,8 @@ def _result(scores: pd.DataFrame, rows: np.ndarray, sims: np.ndarray) -> pd.Data
     return out[RESULT_COLUMNS]
 
 
-def _cosine_top(embeddings: np.ndarray, query: np.ndarray, candidates: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:
+def _cosine_top(embeddings: np.ndarray, query: np.ndarray, candidates: np.ndarray,
+                k: int) -> tuple[np.ndarray, np.ndarray]:
     """The ``k`` rows of ``candidates`` most similar (cosine, unit-norm rows) to ``query`` (D,), best first."""
     q = np.asarray(query, dtype=np.float32).ravel()
     sims = np.empty(len(candidates), dtype=np.float32)

@@ -25,8 +25,15 @@ from typing import Callable
 import numpy as np
 import pandas as pd
 
-from .active import (DEFAULT_REFIT_EVERY, DEFAULT_TRUSTED_WEIGHT, RefitInputs, load_inputs, queue_order,
-                     refit_scores, trust_from_decisions)
+from .active import (
+    DEFAULT_REFIT_EVERY,
+    DEFAULT_TRUSTED_WEIGHT,
+    RefitInputs,
+    load_inputs,
+    queue_order,
+    refit_scores,
+    trust_from_decisions,
+)
 from .estimate import SPOT_SEED_OFFSET, draw_spot_check, estimate_from_inputs
 from .workspace import Workspace
 

@@ -68,7 +68,8 @@ def main() -> None:
     for r in order_rows:
         print(f"| {r['noise']} {r['rate']:.0%} | {r['seed']} | {r['errors']} | {r['noise_score']['found']} "
               f"({r['noise_score']['ap']:.3f}) | {r['margin']['found']} ({r['margin']['ap']:.3f}) |")
-    print("\n| strategy, budget | estimated | inside | true above | true below | median width |\n|---|---|---|---|---|---|")
+    print("\n| strategy, budget | estimated | inside | true above | true below | median width |\n"
+          "|---|---|---|---|---|---|")
     for strategy, fractions, _ in PLAN:
         for f in fractions:
             sel = [r for r in runs if r["strategy"] == strategy and r["fraction"] == f and r["estimate_status"] == "ok"]
@@ -77,7 +78,8 @@ def main() -> None:
             above = sum(r["true_left"] > r["estimate_high"] for r in sel)
             below = sum(r["true_left"] < r["estimate_low"] for r in sel)
             width = float(np.median([r["estimate_high"] - r["estimate_low"] for r in sel]))
-            print(f"| {strategy}, {f:.0%} | {len(sel)} | {len(sel) - above - below} | {above} | {below} | {width:.0f} |")
+            print(f"| {strategy}, {f:.0%} | {len(sel)} | {len(sel) - above - below} | {above} | {below} "
+                  f"| {width:.0f} |")
     ok = [r for r in runs if r["estimate_status"] == "ok"]
     inside = sum(bool(r["inside_interval"]) for r in ok)
     print(f"\n{inside} of {len(ok)} estimated reviews ({len(runs)} run) hold the true number left "

@@ -127,7 +127,10 @@ def test_refit_without_decisions_reproduces_the_scan(scanned):
 
 def test_refit_workspace_keeps_the_scan_and_overlays(ws, demo_dir):
     scores_before = ws.scores()
-    sha = {p.name: _sha(p) for p in ws.path.glob("*.parquet")} | {p.name: _sha(p) for p in ws.path.glob("*.npy")}
+    def files() -> dict:
+        return {p.name: _sha(p) for p in [*ws.path.glob("*.parquet"), *ws.path.glob("*.npy")]}
+
+    sha = files()
     assert A.latest_refit(ws) is None
     base = A.current_ranking(ws)
     assert (base["source"] == "scan").all() and base["fit_id"].isna().all()
@@ -145,7 +148,7 @@ def test_refit_workspace_keeps_the_scan_and_overlays(ws, demo_dir):
     assert rec.n_relabel == sum(i["action"] == "relabel" for i in items) and rec.n_accept + rec.n_relabel == 150
     assert A.decisions_since_refit(ws, version) == 0
     # the scan's files are untouched; the refit lives under WS/refits/<scan id>/
-    assert sha == {p.name: _sha(p) for p in ws.path.glob("*.parquet")} | {p.name: _sha(p) for p in ws.path.glob("*.npy")}
+    assert sha == files()
     folder = ws.path / "refits" / A.scan_settings(ws).scan_id
     assert json.loads((folder / "current.json").read_text())["fit_id"] == rec.fit_id
     assert (folder / rec.table).is_file() and (folder / rec.warm).is_file()
@@ -297,7 +300,7 @@ def test_estimate_workspace_and_export_report(ws, demo_dir):
     reviewed[rows] = True
     true_left = int(((t != s["label_idx"].to_numpy()) & ~reviewed).sum())
     assert est.low <= true_left <= est.high, (est.low, true_left, est.high)
-    path, table = export_csv(ws)
+    _, table = export_csv(ws)
     rp, report = export_report(ws, table)
 
     def strict(c):
@@ -365,3 +368,21 @@ def test_cli_errors_are_one_line(tmp_path, capsys):
     assert cli_main(["estimate", str(tmp_path)]) == 2
     err = capsys.readouterr().err
     assert "not a scanned workspace" in err and "Traceback" not in err
+
+
+@pytest.mark.slow
+def test_bench_refit_section_quick(tmp_path):
+    """``python -m bench --quick --sections refit`` runs and reports the refit against the scan's probe."""
+    import subprocess
+    import sys
+
+    root = Path(__file__).resolve().parent.parent
+    out = tmp_path / "bench.json"
+    p = subprocess.run([sys.executable, "-m", "bench", "--quick", "--sections", "refit", "--json", str(out)],
+                       cwd=root, capture_output=True, text=True, timeout=600)
+    assert p.returncode == 0, p.stdout[-2000:] + p.stderr[-2000:]
+    raw = json.loads(out.read_text())["raw"]["refit"]
+    assert raw["probe_s"] > 0 and raw["cold_s"] > 0 and raw["warm_s"] > 0
+    assert len(raw["cold_iters"]) == 5 and raw["estimate_low"] <= raw["estimate"] <= raw["estimate_high"]
+    rows = {r["metric"]: r for r in json.loads(out.read_text())["rows"] if r["section"] == "refit"}
+    assert any(m.startswith("refit after 25 more") for m in rows)
