@@ -492,9 +492,84 @@ def w_knn_lib(args: dict) -> dict:
             "peak_rss_mb": peak_rss_mb(), "data_rss_mb": base, "extra_rss_mb": peak_rss_mb() - base}
 
 
+
+
+# ------------------------------------------------------------------------------------------------- refit
+def w_refit(args: dict) -> dict:
+    """Learning from the reviewer at N: the scan's 5-fold probe (baseline), a cold refit after ``reviewed``
+    oracle decisions, a warm refit after 25 more, the errors-left estimate, and the refit table's write + read."""
+    import pandas as pd
+
+    from bench.synth import make_embeddings
+    from clipcleaner_core import active as A
+    from clipcleaner_core.baselines import knn_probs, nearest_neighbors
+    from clipcleaner_core.estimate import draw_spot_check, estimate_errors_left, outcomes_from_decisions
+    from clipcleaner_core.scoring import probe_probs, zero_shot_probs
+
+    n, k, d = int(args["n"]), int(args["k"]), int(args["d"])
+    s = make_embeddings(n, d=d, k=k, seed=0)
+    nb, _ = nearest_neighbors(s.features, 10)
+    p_zs = zero_shot_probs(s.features, s.text_features, s.text_class, k)
+    probe_probs(s.features[:500], s.y[:500], k, max_iter=5)  # imports and first-call costs, not timed
+    t = time.perf_counter()
+    p_probe = probe_probs(s.features, s.y, k)
+    probe_s = time.perf_counter() - t
+    p_ens = (p_zs + p_probe + knn_probs(nb, s.y, k)) / 3
+    rank = A.ranking_score(p_ens, s.y)
+    st = A.ScanSettings(scan_id="bench", classes=s.classes, method="ensemble", margin=0.1, C=1.0, folds=5, seed=0,
+                        encoder={}, encoder_kind="bench", text_reason=None)
+    ids = np.array([f"s{i}" for i in range(n)], dtype=object)
+    inp = A.RefitInputs(settings=st, sample_ids=ids, y=s.y, features=s.features, neighbors=nb, p_zs=p_zs,
+                        scan_rank_score=rank, scan_noise_score=1 - p_ens[np.arange(n), s.y], scan_flagged=rank > 0.1)
+    order = A.queue_order(rank, np.ones(n, dtype=bool))
+    names = np.asarray(s.classes, dtype=object)
+
+    def decisions(m: int) -> pd.DataFrame:
+        r = order[:m]
+        wrong = s.y[r] != s.y_true[r]
+        return pd.DataFrame({"sample_id": ids[r], "action": np.where(wrong, "relabel", "accept"),
+                             "label": np.where(wrong, names[s.y_true[r]], None), "reviewer": "oracle",
+                             "updated_at": ""})
+
+    m = int(args["reviewed"])
+    t = time.perf_counter()
+    cold = A.refit_scores(inp, A.trust_from_decisions(ids, s.y, s.classes, decisions(m)))
+    cold_s = time.perf_counter() - t
+    t = time.perf_counter()
+    warm = A.refit_scores(inp, A.trust_from_decisions(ids, s.y, s.classes, decisions(m + 25)), warm=cold.warm)
+    warm_s = time.perf_counter() - t
+    noisy = s.y != s.y_true
+    undecided = np.ones(n, dtype=bool)
+    undecided[order[:m + 25]] = False
+    from sklearn.metrics import average_precision_score
+
+    before = average_precision_score(noisy[undecided], rank[undecided])  # how well each ranks what is left
+    after = average_precision_score(noisy[undecided], warm.rank_score[undecided])
+    dec = decisions(m + 25)
+    spot = pd.Series(ids).isin(set(draw_spot_check(ids, inp.scan_flagged, 1))).to_numpy()
+    dec_spot = pd.DataFrame({"sample_id": ids[spot], "action": np.where(noisy[spot], "relabel", "accept"),
+                             "label": np.where(noisy[spot], names[s.y_true[spot]], None)})
+    t = time.perf_counter()
+    outcome = outcomes_from_decisions(ids, names[s.y], pd.concat([dec, dec_spot]))
+    est = estimate_errors_left(inp.scan_flagged, warm.rank_score, outcome, spot, next_n=200)
+    est_s = time.perf_counter() - t
+    left = noisy & (outcome < 0)
+    table = pd.DataFrame({"sample_id": ids, "rank_score": warm.rank_score, "flagged": warm.flagged})
+    path = Path(tempfile.mkdtemp(prefix="cc-bench-refit-")) / "fit.parquet"
+    t = time.perf_counter()
+    table.to_parquet(path, index=False)
+    pd.read_parquet(path)
+    io_s = time.perf_counter() - t
+    return {"n": n, "k": k, "d": d, "reviewed": m, "probe_s": probe_s, "cold_s": cold_s, "warm_s": warm_s,
+            "cold_iters": cold.info["lbfgs_iterations"], "warm_iters": warm.info["lbfgs_iterations"],
+            "estimate_s": est_s, "table_io_s": io_s, "ap_before": float(before), "ap_after": float(after),
+            "true_left": int(left.sum()), "estimate": est.errors_left,
+            "estimate_low": est.low, "estimate_high": est.high, "peak_rss_mb": peak_rss_mb()}
+
+
 WORKERS = {"app": w_app, "app_build": w_app_build, "embed": w_embed, "scan_memory": w_scan_memory, "score": w_score,
            "gemm": w_gemm, "layout": w_layout, "layout_reload": w_layout_reload, "knn_data": w_knn_data,
-           "knn_lib": w_knn_lib, "recipe": w_recipe, "agreement": w_agreement}
+           "knn_lib": w_knn_lib, "recipe": w_recipe, "agreement": w_agreement, "refit": w_refit}
 
 
 def main() -> None:

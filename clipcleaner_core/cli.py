@@ -307,6 +307,103 @@ def app_script() -> Path:
                             "with `pip install clipcleaner` or `pip install -e .` from a clone")
 
 
+def _store_decisions(workspace: str, db: str | None):
+    """(decisions, version) of the workspace's review database (--db, $CLIPCLEANER_DB_URL, workspace.json, sqlite)."""
+    from .active import _decisions_and_version
+    from .workspace import Workspace
+
+    return _decisions_and_version(Workspace(workspace).require(), db)
+
+
+def cmd_refit(a: argparse.Namespace) -> int:
+    from .active import refit_workspace
+
+    decisions, version = _store_decisions(a.workspace, a.db)
+    progress = _TqdmProgress(enabled=not a.json)
+    try:
+        rec = refit_workspace(a.workspace, decisions=decisions, decisions_version=version,
+                              trusted_weight=a.trusted_weight, progress=progress)
+    finally:
+        progress.close()
+    if a.json:
+        from dataclasses import asdict
+
+        print(json.dumps(asdict(rec), indent=2))
+    else:
+        print(f"refit {rec.fit_id} in {rec.seconds:.1f} s from {rec.n_trusted} trusted samples "
+              f"({rec.n_accept} kept, {rec.n_relabel} relabelled, {rec.n_excluded} excluded); "
+              f"{rec.flagged} flagged now; it is the current ranking")
+        if rec.unknown_relabels:
+            print(f"note: {rec.unknown_relabels} relabel(s) to a name outside the classes were not trained on")
+    return 0
+
+
+def cmd_estimate(a: argparse.Namespace) -> int:
+    from .estimate import estimate_report, estimate_workspace, spot_check
+    from .workspace import Workspace
+
+    decisions, _ = _store_decisions(a.workspace, a.db)
+    est = estimate_workspace(a.workspace, decisions=decisions, next_n=a.next)
+    if a.json:
+        print(json.dumps(estimate_report(est), indent=2))
+    else:
+        print(est.summary())
+        print(f"reviewed {est.reviewed:,} of {est.samples:,} ({est.errors_found:,} errors found); spot check "
+              f"{est.spot_check_reviewed} of {est.spot_check_size} reviewed; flagged reviewed {est.flagged_reviewed:,}")
+        if est.status == "ok":
+            print(f"of which ≈ {est.flagged_left:,.0f} among flagged, ≈ {est.unflagged_left:,.0f} among unflagged")
+        for n in est.notes:
+            print(f"note: {n}")
+    if a.spot_check:
+        ws = Workspace(a.workspace)
+        sc = spot_check(ws)
+        paths = ws.scores().set_index("sample_id")["path"]
+        done = set(decisions["sample_id"].astype(str)) if len(decisions) else set()
+        print(f"spot check ({sc.size} random unflagged samples; review them with `clipcleaner db decide`):",
+              file=sys.stderr if a.json else sys.stdout)
+        for sid in sc.sample_ids:
+            print(f"{sid}\t{paths.get(sid, '')}\t{'reviewed' if sid in done else 'to review'}",
+                  file=sys.stderr if a.json else sys.stdout)
+    return 0
+
+
+def cmd_downstream(a: argparse.Namespace) -> int:
+    from .downstream import downstream_check, format_downstream
+
+    decisions, _ = _store_decisions(a.workspace, a.db)
+    r = downstream_check(a.workspace, decisions=decisions, truth_file=a.truth, undecided=a.undecided, seed=a.seed)
+    print(json.dumps(r.as_dict(), indent=2) if a.json else format_downstream(r))
+    return 0
+
+
+def cmd_simulate(a: argparse.Namespace) -> int:
+    from .simulate import simulate
+
+    progress = _TqdmProgress(enabled=not a.json)
+    try:
+        r = simulate(a.workspace, a.truth, a.budget, a.strategy, refit_every=a.refit_every,
+                     trusted_weight=a.trusted_weight, seed=a.seed, spot_check_size=a.spot_check, progress=progress)
+    finally:
+        progress.close()
+    if a.json:
+        print(json.dumps(r.as_dict(), indent=2))
+        return 0
+    print(f"strategy {r.strategy}: {r.errors_found} of {r.errors_total} errors found in {r.reviewed} reviews "
+          f"({r.refits} refits, {r.seconds:.0f} s)")
+    print(f"{'reviewed':>9} {'found':>6} {'left (true)':>12} {'estimate left (95%)':>24}")
+    for c in r.curve:
+        est = "insufficient" if c["estimate_left"] is None else \
+            f"{c['estimate_left']:.0f} ({c['estimate_low']:.0f}–{c['estimate_high']:.0f})"
+        print(f"{c['reviewed']:>9} {c['errors_found']:>6} {c['true_left']:>12} {est:>24}")
+    print(f"spot check: {r.spot_check_reviewed} reviewed apart ({r.spot_check_errors} errors)")
+    if r.estimate_status == "ok":
+        print(f"errors left: {r.true_left} true, estimated {r.estimate_left:.0f} (95%: {r.estimate_low:.0f}–"
+              f"{r.estimate_high:.0f}) — {'inside' if r.inside_interval else 'OUTSIDE'} the interval")
+    else:
+        print(f"errors left: {r.true_left} true; not estimated — {r.estimate_reason}")
+    return 0
+
+
 def cmd_app(a: argparse.Namespace) -> int:
     app = app_script()
     env = dict(os.environ)
@@ -333,7 +430,20 @@ def _add_db_arg(p: argparse.ArgumentParser) -> None:
                    "else the workspace's review.sqlite)")
 
 
+def _ws_command(sub, name: str, help: str, func, db: bool = True) -> argparse.ArgumentParser:
+    """A subcommand on one workspace with --json (and --db): the commands of the review-learning loop."""
+    p = sub.add_parser(name, help=help)
+    p.add_argument("workspace")
+    p.add_argument("--json", action="store_true")
+    if db:
+        _add_db_arg(p)
+    p.set_defaults(func=func)  # database errors: one line from main()
+    return p
+
+
 def build_parser() -> argparse.ArgumentParser:
+    from .active import DEFAULT_TRUSTED_WEIGHT
+
     p = argparse.ArgumentParser(prog="clipcleaner", description="Find and fix mislabelled images with CLIP.")
     p.add_argument("--version", action="version", version=f"clipcleaner {__version__}")
     sub = p.add_subparsers(dest="command", required=True)
@@ -425,6 +535,29 @@ def build_parser() -> argparse.ArgumentParser:
     dn.add_argument("--anyone", action="store_true")
     _add_db_arg(dn)
     dn.set_defaults(func=cmd_db_undo)
+
+    rf = _ws_command(sub, "refit", "learn from the review: refit probe + ensemble on trusted labels, re-rank",
+                     cmd_refit)
+    rf.add_argument("--trusted-weight", type=int, default=DEFAULT_TRUSTED_WEIGHT,
+                    help=f"a reviewed sample counts this many times ({DEFAULT_TRUSTED_WEIGHT})")
+    es = _ws_command(sub, "estimate", "label errors left in the dataset, with a 95%% interval", cmd_estimate)
+    es.add_argument("--next", type=int, default=200, help="what reviewing the next N suspects should fix (200)")
+    es.add_argument("--spot-check", action="store_true", help="also list the spot-check samples to review")
+    ds = _ws_command(sub, "downstream", "linear probe on noisy vs cleaned labels: accuracy on held-out samples",
+                     cmd_downstream)
+    ds.add_argument("--truth", help="CSV with path,label (clean labels): also report accuracy against it")
+    ds.add_argument("--undecided", choices=("keep", "suggested", "drop", "drop-flagged"), default="keep",
+                    help="cleaned labels: what to do with undecided samples (as export; default keep)")
+    ds.add_argument("--seed", type=int, default=0)
+    sm = _ws_command(sub, "simulate", "simulated review by an oracle (truth file): errors found per review",
+                     cmd_simulate, db=False)
+    sm.add_argument("--truth", required=True, help="CSV with path,label (clean labels): the oracle's answers")
+    sm.add_argument("--budget", type=int, required=True, help="queue samples the oracle reviews")
+    sm.add_argument("--strategy", choices=("active", "static", "random"), default="active")
+    sm.add_argument("--refit-every", type=int, default=25, help="active: refit after this many decisions (25)")
+    sm.add_argument("--trusted-weight", type=int, default=DEFAULT_TRUSTED_WEIGHT)
+    sm.add_argument("--spot-check", type=int, default=None, help="spot-check size (default: the workspace's rule)")
+    sm.add_argument("--seed", type=int, default=0, help="random strategy: order seed")
 
     ap = sub.add_parser("app", help="start the Streamlit review app")
     ap.add_argument("workspace", nargs="?")

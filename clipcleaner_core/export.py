@@ -159,6 +159,9 @@ def export_report(workspace: str | Path | Workspace, table: pd.DataFrame, out: s
         "unusable_samples": int(settings.counts.get("unusable", 0)),
         **(extra or {}),
     }
+    from .estimate import estimate_report, estimate_workspace
+
+    report["errors_left"] = estimate_report(estimate_workspace(ws, decisions=dec, scores=scores))
     path = _file_target(out, "report") if out else ws.exports_dir / "report.json"
     atomic_write_text(path, json.dumps(report, indent=2))
     return path, report
