@@ -3,10 +3,11 @@
 Same inputs and outputs as :func:`clipcleaner_core.embeddings.embed_samples`, run as a Ray Data pipeline:
 
 1. **read**: the image paths (and their row index) become a ``ray.data`` dataset (``from_items``);
-2. **decode + preprocess** (stateless map tasks, ``map_batches`` with a function): each task decodes with
-   :func:`clipcleaner_core.dataset.load_image` and applies the encoder's own preprocessing (for CLIP, the open_clip
-   transform object, ~1 KB pickled; for pixels, the resize). A file that fails to decode becomes a stand-in
-   row with ``ok=False`` and the reason, exactly like the local engine — it never fails the job;
+2. **decode + preprocess** (stateless map tasks, ``map_batches`` with a function): each task runs
+   :func:`clipcleaner_core.images.decode_for_embedding` (the local engine's decode path) with the encoder's own
+   preprocessing (for CLIP, the open_clip transform object, ~1 KB pickled; for pixels, the resize). A file that
+   fails to decode becomes a stand-in row with ``ok=False`` and the reason, exactly like the local engine — it
+   never fails the job;
 3. **encode** (an actor pool, ``map_batches`` with a callable class and ``ActorPoolStrategy(size=N)``, the
    successor of ``concurrency=N`` in Ray >= 2.51): every actor builds its
    own encoder once from a small picklable *spec* (encoder kind, model name, checkpoint / pretrained tag, model
@@ -30,9 +31,9 @@ from typing import Any, Callable, Iterator, Sequence
 
 import numpy as np
 
-from .dataset import limit_aspect, load_image
-from .embeddings import CHUNK, ChunkWriter, EmbeddingResult, assemble, chunks_to_compute
+from .embeddings import ChunkWriter, EmbeddingResult, assemble, plan_embedding
 from .encoders import Encoder
+from .images import decode_for_embedding, stand_in
 
 Progress = Callable[[str, int, int], None]
 ENGINES = ("local", "ray")
@@ -73,26 +74,20 @@ def light_preprocess(encoder: Encoder) -> Callable:
 # ------------------------------------------------------------------------------------------ ray stages
 def _decode_batch(batch: dict[str, np.ndarray], preprocess: Callable) -> dict[str, np.ndarray]:
     """Map task: paths → preprocessed arrays. Never raises on a bad image (ok=False + reason instead)."""
-    xs: list[np.ndarray | None] = []
-    oks: list[bool] = []
-    reasons: list[str] = []
-    for p in batch["path"]:
-        try:
-            xs.append(np.asarray(preprocess(limit_aspect(load_image(str(p)))), dtype=np.float32))
-            oks.append(True)
-            reasons.append("")
-        except Exception as e:  # noqa: BLE001 - any decode failure is reported, not fatal (as embed_samples)
-            msg = str(e).splitlines()[0] if str(e) else type(e).__name__
-            xs.append(None)
-            oks.append(False)
-            reasons.append(f"cannot decode image ({type(e).__name__}: {msg})")
-    if any(x is None for x in xs):
-        from PIL import Image
+    decoded = [decode_for_embedding(str(p), preprocess) for p in batch["path"]]
+    return _decoded_columns(np.asarray(batch["idx"], dtype=np.int64), decoded, preprocess)
 
-        zero = np.asarray(preprocess(Image.new("RGB", (32, 32), (255, 255, 255))), dtype=np.float32)
-        xs = [zero if x is None else x for x in xs]
-    return {"idx": np.asarray(batch["idx"], dtype=np.int64), "x": np.stack(xs),
-            "ok": np.asarray(oks, dtype=bool), "reason": np.asarray(reasons, dtype=object)}
+
+def _decoded_columns(idx: np.ndarray, decoded: list, preprocess: Callable) -> dict[str, np.ndarray]:
+    """The columns a decode task hands to the encode actors: failed samples get the stand-in input."""
+    zero = None
+    xs = []
+    for d in decoded:
+        if not d.ok and zero is None:
+            zero = np.asarray(stand_in(preprocess), dtype=np.float32)
+        xs.append(np.asarray(d.x, dtype=np.float32) if d.ok else zero)
+    return {"idx": idx, "x": np.stack(xs), "ok": np.asarray([d.ok for d in decoded], dtype=bool),
+            "reason": np.asarray([d.reason for d in decoded], dtype=object)}
 
 
 class _EncodeActor:
@@ -239,33 +234,26 @@ def embed_samples_ray(abs_paths: Sequence[str], sample_ids: Sequence[str], encod
     ``cache_dir`` are not recomputed. ``progress(stage, done, total)``: stage "embed" per finished block,
     "assemble" while joining.
     """
-    cache_dir.mkdir(parents=True, exist_ok=True)
-    n = len(abs_paths)
-    n_chunks = (n + CHUNK - 1) // CHUNK
-    todo, notes = chunks_to_compute(cache_dir, sample_ids)
-    reused = not todo
-    done = n - sum(min(CHUNK, n - c * CHUNK) for c in todo)
-    if progress:
-        progress("embed", min(done, n), n)
-    if todo:
-        order = np.concatenate([np.arange(c * CHUNK, min(n, (c + 1) * CHUNK)) for c in todo])
+    plan = plan_embedding(cache_dir, sample_ids, progress)
+    if plan.todo:
+        order, n, done, todo = plan.order, plan.n, plan.done, plan.todo
         with ray_session(address) as ray, _quiet_ray_data():
             import ray.data
 
             ctx = ray.data.DataContext.get_current()
             ctx.enable_progress_bars = False  # the caller's progress callback reports instead
-            plan = plan_resources(ray.cluster_resources(),
+            res = plan_resources(ray.cluster_resources(),
                                   [nd.get("Resources", {}).get("CPU", 0) for nd in ray.nodes() if nd.get("Alive")],
                                   actors)
             items = [{"idx": int(g), "path": str(abs_paths[g])} for g in order]
             bs = max(1, int(batch_size))
             ds = ray.data.from_items(items, override_num_blocks=max(1, min(len(items), -(-len(items) // bs))))
             ds = ds.map_batches(_decode_batch, fn_kwargs={"preprocess": light_preprocess(encoder)},
-                                compute=ray.data.TaskPoolStrategy(size=plan["decode_tasks"]),
+                                compute=ray.data.TaskPoolStrategy(size=res["decode_tasks"]),
                                 batch_size=bs, batch_format="numpy", num_cpus=1)
-            ds = ds.map_batches(_EncodeActor, fn_constructor_kwargs={"spec": spec, "threads": plan["threads"]},
-                                compute=ray.data.ActorPoolStrategy(size=plan["concurrency"]),
-                                num_gpus=plan["num_gpus"], num_cpus=plan["num_cpus"], batch_size=bs,
+            ds = ds.map_batches(_EncodeActor, fn_constructor_kwargs={"spec": spec, "threads": res["threads"]},
+                                compute=ray.data.ActorPoolStrategy(size=res["concurrency"]),
+                                num_gpus=res["num_gpus"], num_cpus=res["num_cpus"], batch_size=bs,
                                 batch_format="numpy")
             writer = ChunkWriter(cache_dir, sample_ids, todo)
             for b in ds.iter_batches(batch_size=None, batch_format="numpy"):
@@ -278,4 +266,4 @@ def embed_samples_ray(abs_paths: Sequence[str], sample_ids: Sequence[str], encod
         if missing:
             raise RuntimeError(f"the Ray job returned incomplete results for chunk(s) {missing}; run the scan again "
                                f"to resume")
-    return assemble(cache_dir, n_chunks, sample_ids, encoder, out_path, reused, progress, notes)
+    return assemble(cache_dir, plan.n_chunks, sample_ids, encoder, out_path, plan.reused, progress, plan.notes)

@@ -1,7 +1,7 @@
 """Small cached thumbnails of the samples, so a review grid never sends full images to the browser.
 
 Thumbnails are written once into ``WS/cache/thumbs/<size>/<id[:2]>/<sample_id>.jpg`` (JPEG, quality 85; images
-are decoded with :func:`clipcleaner_core.dataset.load_image`, so EXIF rotation, CMYK, 16-bit and transparency are
+are decoded with :func:`clipcleaner_core.images.load_image`, so EXIF rotation, CMYK, 16-bit and transparency are
 handled exactly as in the embedding stage). A thumbnail older than its source image is regenerated. An image that
 cannot be decoded gets a grey stand-in card (JPEG too) with the reason printed on it, so the grid still shows the card.
 """
@@ -14,7 +14,7 @@ from typing import Iterable, Sequence
 
 from PIL import Image, ImageDraw
 
-from .dataset import load_image
+from .images import load_image
 from .workspace import Workspace, atomic_write_bytes
 
 DEFAULT_SIZE = 192
