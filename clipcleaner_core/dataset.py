@@ -1,8 +1,9 @@
 """Dataset stage: find the images and their given labels, and report every sample that cannot be used.
 
-Inputs are an ImageFolder tree (one sub-folder per class) or a table (CSV / TSV / Parquet) with a path column
-and a label column. Nothing here raises on a bad *sample*: each sample gets a ``status`` ("ok" or the kind of
-problem) and a human ``reason`` naming the file, and the scan goes on with the rest. Only an unusable *source*
+Inputs are an ImageFolder tree (one sub-folder per class), a table (CSV / TSV / Parquet) with a path column
+and a label column, or WebDataset / Parquet shards with the images inside (:mod:`clipcleaner_core.shards`).
+Nothing here raises on a bad *sample*: each sample gets a ``status`` ("ok" or the kind of problem) and a human
+``reason`` naming the file, and the scan goes on with the rest. Only an unusable *source*
 (no such folder, a table without a path or label column) raises :class:`DatasetError`.
 """
 from __future__ import annotations
@@ -66,7 +67,8 @@ class Dataset:
 
     ``samples`` has one row per sample found, usable or not, with columns
     ``sample_id`` (str, stable across scans), ``path`` (str, relative to ``root`` when inside it, POSIX),
-    ``abs_path`` (str), ``label`` (str, the given label), ``label_idx`` (int, index into ``classes``; -1 if
+    ``abs_path`` (str: the file, or the image locator of a sample inside a shard, see
+    :mod:`clipcleaner_core.images`), ``label`` (str, the given label), ``label_idx`` (int, index into ``classes``; -1 if
     unknown), ``status`` (str, "ok" or a problem kind) and ``reason`` (str, empty when ok).
     """
 
@@ -74,7 +76,7 @@ class Dataset:
     classes: list[str]
     root: Path
     source: str
-    kind: str  # "imagefolder" | "table"
+    kind: str  # "imagefolder" | "table" | "webdataset" | "parquet" | "shards" (both kinds of shard)
     notes: list[str] = field(default_factory=list)
 
     @property
@@ -97,14 +99,21 @@ class Dataset:
         self.samples.loc[m, "reason"] = self.samples.loc[m, "sample_id"].map(reasons).fillna(status)
 
     def content_key(self) -> str:
-        """Hash of the usable images' identity (relative path, size, mtime): changes when any image changes."""
+        """Hash of the usable images' identity (path or image locator, and the size and mtime of the file holding
+        it: the image, or its shard): changes when any image or shard changes."""
+        from .images import source_file
+
         h = hashlib.sha256()
+        stats: dict[str, str] = {}
         for p in self.ok["abs_path"]:
-            try:
-                st = os.stat(p)
-                h.update(f"{p}\0{st.st_size}\0{st.st_mtime_ns}\n".encode("utf-8", "surrogateescape"))
-            except OSError:
-                h.update(f"{p}\0missing\n".encode("utf-8", "surrogateescape"))
+            f = source_file(p)
+            if f not in stats:
+                try:
+                    st = os.stat(f)
+                    stats[f] = f"{st.st_size}\0{st.st_mtime_ns}"
+                except OSError:
+                    stats[f] = "missing"
+            h.update(f"{p}\0{stats[f]}\n".encode("utf-8", "surrogateescape"))
         return h.hexdigest()[:16]
 
 
@@ -146,7 +155,8 @@ def load_dataset(
     allow_outside_root: bool = False,
     skip_dirs: Sequence[str | os.PathLike] = (),
 ) -> Dataset:
-    """Load an ImageFolder tree or a ``path,label`` table (CSV/TSV/TXT/Parquet).
+    """Load an ImageFolder tree, a ``path,label`` table (CSV/TSV/TXT/Parquet), or WebDataset ``.tar`` / Parquet
+    shards with embedded images (a shard, a folder of shards or a glob; :mod:`clipcleaner_core.shards`).
 
     ``root``: folder table paths are relative to (default: the table's folder). ``classes_file``: a text file
     with one class per line (or a JSON list) that fixes class order and may include classes with no samples;
@@ -155,12 +165,20 @@ def load_dataset(
     an ImageFolder walk leaves out (the workspace being written); folders holding a clipcleaner workspace or
     ImageFolder export are always left out, with a note. Labels are Unicode-normalised (NFC).
     """
+    from . import shards
+
     src = Path(source).expanduser()
-    if not src.exists():
+    if not src.exists() and not shards.is_pattern(os.fspath(source)):
         raise DatasetError(f"{display_path(str(src))}: no such file or folder")
     fixed_classes = read_classes_file(classes_file) if classes_file else None
-    if src.is_dir():
-        ds = _load_imagefolder(src, fixed_classes, allow_outside_root, skip_dirs)
+    if not src.exists():
+        base, files, notes = shards.find_shards(os.fspath(source))
+        ds = shards.load_shards(files, Path(root).expanduser() if root else base, str(source), fixed_classes, notes)
+    elif src.is_dir():
+        ds = _load_folder(src, root, fixed_classes, allow_outside_root, skip_dirs)
+    elif shards.is_shard(src) and (src.suffix.lower() == ".tar" or shards.parquet_has_images(src)):
+        base, files, notes = shards.find_shards(str(src))
+        ds = shards.load_shards(files, Path(root).expanduser() if root else base, str(src), fixed_classes, notes)
     else:
         base = Path(root).expanduser() if root else src.parent
         table = read_table(src)
@@ -168,6 +186,36 @@ def load_dataset(
     if len(ds.ok) == 0:
         ds.notes.append(f"{display_path(ds.source)}: no usable image found")
     return ds
+
+
+def _load_folder(src: Path, root: str | os.PathLike | None, fixed_classes: list[str] | None,
+                 allow_outside_root: bool, skip_dirs: Sequence[str | os.PathLike]) -> Dataset:
+    """An ImageFolder tree, or a folder of WebDataset / Parquet shards (see :mod:`clipcleaner_core.shards`): shards
+    at its top level, or shards below it and no ImageFolder image."""
+    from . import shards
+
+    def from_shards() -> Dataset | None:
+        base, files, notes = shards.find_shards(str(src), src, allow_outside_root, (*skip_dirs,))
+        if not files:
+            return None
+        return shards.load_shards(files, Path(root).expanduser() if root else base, str(src), fixed_classes, notes)
+
+    try:
+        top_shards = any(shards.is_shard(e.name) and not e.name.startswith(".") and e.is_file()
+                         for e in os.scandir(src))
+    except OSError:
+        top_shards = False
+    if top_shards:
+        return from_shards()
+    try:
+        return _load_imagefolder(src, fixed_classes, allow_outside_root, skip_dirs)
+    except DatasetError as e:
+        if e.kind not in ("noimages", "nofolders"):
+            raise
+        ds = from_shards()
+        if ds is None:
+            raise
+        return ds
 
 
 def read_classes_file(path: str | os.PathLike) -> list[str]:
@@ -505,7 +553,8 @@ def _load_imagefolder(top: Path, fixed_classes: list[str] | None, allow_outside_
         notes.append(f"{display_path(str(top))}: {len(top_files)} files at the top level ignored (images must sit "
                      f"in one sub-folder per class), e.g. {display_path(os.path.basename(top_files[0]))}")
     if not class_dirs:
-        raise DatasetError(f"{display_path(str(top))}: an ImageFolder needs one sub-folder per class; none found")
+        raise DatasetError(f"{display_path(str(top))}: an ImageFolder needs one sub-folder per class; none found",
+                           "nofolders")
     walk.seen_dirs |= {os.path.realpath(e.path) for e in class_dirs}
     found_classes, renamed = [], {}
     for e in class_dirs:
