@@ -17,7 +17,8 @@ round-trips. :func:`load_image`, :func:`read_bytes`, :func:`open_sample` and :fu
 locator (or a plain path); :func:`source_file` is the file on disk that holds the sample (its mtime and size
 say when it changed), :func:`export_name` the file name an export writes its bytes under. Tar members are
 read with one ``pread`` from a cached index of the shard (:func:`tar_index`); Parquet rows are streamed batch by
-batch from a cached reader, so reading a shard in order reads it once and never holds a whole shard in memory.
+batch from a cached reader, so reading a shard in order reads it once, holding about one row group of its image
+column at most.
 
 - :func:`load_image` — decode with EXIF orientation, any Pillow mode converted to RGB (:func:`to_rgb`), and a
   decompression-bomb guard that refuses an image from its header alone.
@@ -182,7 +183,8 @@ def stand_in(preprocess: Callable[[Image.Image], Any]) -> Any:
 # ------------------------------------------------------------------------------------------ image locators
 TAR_SCHEME = "tar://"
 PARQUET_SCHEME = "parquet://"
-_SAFE = "/:@+,=~!$&'()*; "  # kept as they are in a locator; '%', '#', control characters and non-UTF-8 bytes are escaped
+#: kept as they are in a locator; '%', '#', control characters and bytes that are not UTF-8 are escaped
+_SAFE = "/:@+,=~!$&'()*; "
 
 
 @dataclass(frozen=True)
