@@ -161,7 +161,10 @@ def cmd_export(a: argparse.Namespace) -> int:
         print(f"wrote report to {rp}")
     if a.imagefolder:
         info = export_imagefolder(a.workspace, table, a.imagefolder, mode=a.imagefolder_mode)
-        print(f"wrote an ImageFolder of {info['images']} images ({info['mode']}) to {info['path']}")
+        how = info["mode"]
+        if info.get("written_from_shards"):
+            how += f"; {info['written_from_shards']} image(s) from inside shards written as files"
+        print(f"wrote an ImageFolder of {info['images']} images ({how}) to {info['path']}")
     return 0
 
 
@@ -456,10 +459,13 @@ def build_parser() -> argparse.ArgumentParser:
     d.set_defaults(func=cmd_demo)
 
     s = sub.add_parser("scan", help="embed and score a dataset into a workspace")
-    s.add_argument("data", help="ImageFolder directory, or a CSV/TSV/Parquet table with path,label columns")
+    s.add_argument("data", help="ImageFolder directory, a CSV/TSV/Parquet table with path,label columns, or "
+                                "WebDataset .tar / Parquet shards with embedded images (a shard, a folder of shards "
+                                "or a quoted glob such as 'data/train-*.parquet')")
     s.add_argument("--workspace", "-w", required=True)
     s.add_argument("--root", help="folder that table paths are relative to (default: the table's folder)")
-    s.add_argument("--classes", help="file with one class name per line (fixes order, may add empty classes)")
+    s.add_argument("--classes", help="file with one class name per line (fixes order, may add empty classes; "
+                                     "line i names class number i of integer shard labels)")
     s.add_argument("--allow-outside-root", action="store_true",
                    help="allow table paths and ImageFolder symlinks that lead outside the dataset root")
     s.add_argument("--force", action="store_true",

@@ -1,8 +1,9 @@
 """Dataset stage: find the images and their given labels, and report every sample that cannot be used.
 
-Inputs are an ImageFolder tree (one sub-folder per class) or a table (CSV / TSV / Parquet) with a path column
-and a label column. Nothing here raises on a bad *sample*: each sample gets a ``status`` ("ok" or the kind of
-problem) and a human ``reason`` naming the file, and the scan goes on with the rest. Only an unusable *source*
+Inputs are an ImageFolder tree (one sub-folder per class), a table (CSV / TSV / Parquet) with a path column
+and a label column, or WebDataset / Parquet shards with the images inside (:mod:`clipcleaner_core.shards`).
+Nothing here raises on a bad *sample*: each sample gets a ``status`` ("ok" or the kind of problem) and a human
+``reason`` naming the file, and the scan goes on with the rest. Only an unusable *source*
 (no such folder, a table without a path or label column) raises :class:`DatasetError`.
 """
 from __future__ import annotations
@@ -23,22 +24,10 @@ from typing import Iterable, Sequence
 
 import numpy as np
 import pandas as pd
-from PIL import Image, ImageOps
 
-_BASE_EXTENSIONS = {".jpg", ".jpeg", ".png", ".bmp", ".gif", ".webp", ".tif", ".tiff", ".ppm", ".pgm", ".pbm"}
-#: read when the installed Pillow can open them (AVIF: Pillow >= 11.3 built with libavif; HEIC: a plugin)
-_OPTIONAL_EXTENSIONS = (".avif", ".avifs", ".jfif", ".jpe", ".apng", ".heic", ".heif")
+from .images import IMAGE_EXTENSIONS
 
-
-def _openable(ext: str) -> bool:
-    fmt = Image.registered_extensions().get(ext)
-    return fmt is not None and fmt in Image.OPEN
-
-
-IMAGE_EXTENSIONS = frozenset(_BASE_EXTENSIONS | {e for e in _OPTIONAL_EXTENSIONS if _openable(e)})
 PATH_COLUMNS = ("path", "filepath", "file_path", "file", "filename", "image", "image_path", "img")
-#: images more elongated than this are centre-cropped to it before encoding (see :func:`limit_aspect`)
-MAX_ASPECT = 16.0
 LABEL_COLUMNS = ("label", "class", "class_name", "target", "category", "y")
 
 #: status values a sample can have; only "ok" samples are embedded and scored
@@ -78,7 +67,8 @@ class Dataset:
 
     ``samples`` has one row per sample found, usable or not, with columns
     ``sample_id`` (str, stable across scans), ``path`` (str, relative to ``root`` when inside it, POSIX),
-    ``abs_path`` (str), ``label`` (str, the given label), ``label_idx`` (int, index into ``classes``; -1 if
+    ``abs_path`` (str: the file, or the image locator of a sample inside a shard, see
+    :mod:`clipcleaner_core.images`), ``label`` (str, the given label), ``label_idx`` (int, index into ``classes``; -1 if
     unknown), ``status`` (str, "ok" or a problem kind) and ``reason`` (str, empty when ok).
     """
 
@@ -86,7 +76,7 @@ class Dataset:
     classes: list[str]
     root: Path
     source: str
-    kind: str  # "imagefolder" | "table"
+    kind: str  # "imagefolder" | "table" | "webdataset" | "parquet" | "shards" (both kinds of shard)
     notes: list[str] = field(default_factory=list)
 
     @property
@@ -109,14 +99,21 @@ class Dataset:
         self.samples.loc[m, "reason"] = self.samples.loc[m, "sample_id"].map(reasons).fillna(status)
 
     def content_key(self) -> str:
-        """Hash of the usable images' identity (relative path, size, mtime): changes when any image changes."""
+        """Hash of the usable images' identity (path or image locator, and the size and mtime of the file holding
+        it: the image, or its shard): changes when any image or shard changes."""
+        from .images import source_file
+
         h = hashlib.sha256()
+        stats: dict[str, str] = {}
         for p in self.ok["abs_path"]:
-            try:
-                st = os.stat(p)
-                h.update(f"{p}\0{st.st_size}\0{st.st_mtime_ns}\n".encode("utf-8", "surrogateescape"))
-            except OSError:
-                h.update(f"{p}\0missing\n".encode("utf-8", "surrogateescape"))
+            f = source_file(p)
+            if f not in stats:
+                try:
+                    st = os.stat(f)
+                    stats[f] = f"{st.st_size}\0{st.st_mtime_ns}"
+                except OSError:
+                    stats[f] = "missing"
+            h.update(f"{p}\0{stats[f]}\n".encode("utf-8", "surrogateescape"))
         return h.hexdigest()[:16]
 
 
@@ -150,86 +147,6 @@ def is_valid_name(path: str) -> bool:
         return False
 
 
-def load_image(path: str | os.PathLike, max_pixels: int | None = None) -> Image.Image:
-    """Decode an image as upright 8-bit RGB.
-
-    EXIF orientation is applied; CMYK, 16-bit, palette, grayscale and LA/RGBA images are converted (transparent
-    areas composited on white). Raises ``OSError`` or ``ValueError`` with a message when it cannot be decoded
-    (any other decoder exception is re-raised as ``ValueError`` naming its type). Images with more pixels than
-    ``max_pixels`` (default ``PIL.Image.MAX_IMAGE_PIXELS``) are refused from their header alone, before any
-    pixel is decoded (decompression-bomb guard).
-    """
-    limit = Image.MAX_IMAGE_PIXELS if max_pixels is None else int(max_pixels)
-    try:
-        # (between 1x and 2x Pillow's limit, Image.open only warns: the size check below refuses those too)
-        if limit and Image.MAX_IMAGE_PIXELS and limit > Image.MAX_IMAGE_PIXELS:
-            with _PIXEL_LIMIT_LOCK:  # a caller raising the limit: Pillow's own check must not refuse first
-                old = Image.MAX_IMAGE_PIXELS
-                Image.MAX_IMAGE_PIXELS = limit
-                try:
-                    im = Image.open(path)
-                finally:
-                    Image.MAX_IMAGE_PIXELS = old
-        else:
-            im = Image.open(path)
-        with im:
-            w, h = im.size
-            if limit and w * h > limit:
-                raise ValueError(f"image too large: {w}x{h} = {w * h:,} pixels is over the limit of {limit:,} "
-                                 f"(decompression-bomb guard); not decoded")
-            im.load()
-            im = ImageOps.exif_transpose(im) or im
-            return to_rgb(im)
-    except Image.DecompressionBombError as e:
-        raise ValueError(f"image too large (decompression-bomb guard, not decoded): {e}") from None
-    except (OSError, ValueError):
-        raise
-    except Exception as e:  # noqa: BLE001 - SyntaxError, struct.error, EOFError ... from broken files
-        raise ValueError(f"{type(e).__name__}: {e}") from None
-
-
-_PIXEL_LIMIT_LOCK = threading.Lock()
-
-
-def limit_aspect(im: Image.Image, max_ratio: float = MAX_ASPECT) -> Image.Image:
-    """Centre-crop an image whose long side is more than ``max_ratio`` times its short side to that ratio.
-
-    A 20000×1 strip would otherwise become a multi-gigabyte image when a CLIP transform scales its short side
-    up to 224 before centre-cropping a square; cropping the centre first gives the same square (the crop keeps
-    the centre) at a bounded size. Images within the ratio are returned unchanged.
-    """
-    w, h = im.size
-    if w == 0 or h == 0:
-        return im
-    if w > max_ratio * h:
-        nw = max(1, int(round(max_ratio * h)))
-        left = (w - nw) // 2
-        return im.crop((left, 0, left + nw, h))
-    if h > max_ratio * w:
-        nh = max(1, int(round(max_ratio * w)))
-        top = (h - nh) // 2
-        return im.crop((0, top, w, top + nh))
-    return im
-
-
-def to_rgb(im: Image.Image) -> Image.Image:
-    """Convert any Pillow mode to RGB; transparency is composited on white."""
-    if im.mode == "RGB":
-        return im
-    if im.mode == "P":
-        im = im.convert("RGBA") if "transparency" in im.info else im.convert("RGB")
-    if im.mode in ("I;16", "I;16B", "I;16L", "I", "F"):
-        arr = np.asarray(im, dtype=np.float64)
-        hi = arr.max() if arr.size else 0.0
-        scale = 255.0 / (65535.0 if hi > 255 else max(hi, 1.0) if hi > 0 else 1.0)
-        im = Image.fromarray(np.clip(arr * scale, 0, 255).astype(np.uint8), mode="L")
-    if im.mode in ("RGBA", "LA", "PA", "La", "RGBa"):
-        rgba = im.convert("RGBA")
-        bg = Image.new("RGBA", rgba.size, (255, 255, 255, 255))
-        return Image.alpha_composite(bg, rgba).convert("RGB")
-    return im.convert("RGB")
-
-
 # ----------------------------------------------------------------------------------------------- loaders
 def load_dataset(
     source: str | os.PathLike,
@@ -238,7 +155,8 @@ def load_dataset(
     allow_outside_root: bool = False,
     skip_dirs: Sequence[str | os.PathLike] = (),
 ) -> Dataset:
-    """Load an ImageFolder tree or a ``path,label`` table (CSV/TSV/TXT/Parquet).
+    """Load an ImageFolder tree, a ``path,label`` table (CSV/TSV/TXT/Parquet), or WebDataset ``.tar`` / Parquet
+    shards with embedded images (a shard, a folder of shards or a glob; :mod:`clipcleaner_core.shards`).
 
     ``root``: folder table paths are relative to (default: the table's folder). ``classes_file``: a text file
     with one class per line (or a JSON list) that fixes class order and may include classes with no samples;
@@ -247,12 +165,20 @@ def load_dataset(
     an ImageFolder walk leaves out (the workspace being written); folders holding a clipcleaner workspace or
     ImageFolder export are always left out, with a note. Labels are Unicode-normalised (NFC).
     """
+    from . import shards
+
     src = Path(source).expanduser()
-    if not src.exists():
+    if not src.exists() and not shards.is_pattern(os.fspath(source)):
         raise DatasetError(f"{display_path(str(src))}: no such file or folder")
     fixed_classes = read_classes_file(classes_file) if classes_file else None
-    if src.is_dir():
-        ds = _load_imagefolder(src, fixed_classes, allow_outside_root, skip_dirs)
+    if not src.exists():
+        base, files, notes = shards.find_shards(os.fspath(source))
+        ds = shards.load_shards(files, Path(root).expanduser() if root else base, str(source), fixed_classes, notes)
+    elif src.is_dir():
+        ds = _load_folder(src, root, fixed_classes, allow_outside_root, skip_dirs)
+    elif shards.is_shard(src) and (src.suffix.lower() == ".tar" or shards.parquet_has_images(src)):
+        base, files, notes = shards.find_shards(str(src))
+        ds = shards.load_shards(files, Path(root).expanduser() if root else base, str(src), fixed_classes, notes)
     else:
         base = Path(root).expanduser() if root else src.parent
         table = read_table(src)
@@ -260,6 +186,36 @@ def load_dataset(
     if len(ds.ok) == 0:
         ds.notes.append(f"{display_path(ds.source)}: no usable image found")
     return ds
+
+
+def _load_folder(src: Path, root: str | os.PathLike | None, fixed_classes: list[str] | None,
+                 allow_outside_root: bool, skip_dirs: Sequence[str | os.PathLike]) -> Dataset:
+    """An ImageFolder tree, or a folder of WebDataset / Parquet shards (see :mod:`clipcleaner_core.shards`): shards
+    at its top level, or shards below it and no ImageFolder image."""
+    from . import shards
+
+    def from_shards() -> Dataset | None:
+        base, files, notes = shards.find_shards(str(src), src, allow_outside_root, (*skip_dirs,))
+        if not files:
+            return None
+        return shards.load_shards(files, Path(root).expanduser() if root else base, str(src), fixed_classes, notes)
+
+    try:
+        top_shards = any(shards.is_shard(e.name) and not e.name.startswith(".") and e.is_file()
+                         for e in os.scandir(src))
+    except OSError:
+        top_shards = False
+    if top_shards:
+        return from_shards()
+    try:
+        return _load_imagefolder(src, fixed_classes, allow_outside_root, skip_dirs)
+    except DatasetError as e:
+        if e.kind not in ("noimages", "nofolders"):
+            raise
+        ds = from_shards()
+        if ds is None:
+            raise
+        return ds
 
 
 def read_classes_file(path: str | os.PathLike) -> list[str]:
@@ -597,7 +553,8 @@ def _load_imagefolder(top: Path, fixed_classes: list[str] | None, allow_outside_
         notes.append(f"{display_path(str(top))}: {len(top_files)} files at the top level ignored (images must sit "
                      f"in one sub-folder per class), e.g. {display_path(os.path.basename(top_files[0]))}")
     if not class_dirs:
-        raise DatasetError(f"{display_path(str(top))}: an ImageFolder needs one sub-folder per class; none found")
+        raise DatasetError(f"{display_path(str(top))}: an ImageFolder needs one sub-folder per class; none found",
+                           "nofolders")
     walk.seen_dirs |= {os.path.realpath(e.path) for e in class_dirs}
     found_classes, renamed = [], {}
     for e in class_dirs:

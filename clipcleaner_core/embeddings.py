@@ -23,8 +23,8 @@ from typing import Callable, Sequence
 
 import numpy as np
 
-from .dataset import limit_aspect, load_image
 from .encoders import Encoder
+from .images import decode_for_embedding, stand_in
 
 CHUNK = 1024
 Progress = Callable[[str, int, int], None]  # (stage, done, total)
@@ -44,25 +44,24 @@ class EmbeddingResult:
 
 
 class _ImageSet:
-    """Map-style dataset for torch's DataLoader: index → (tensor, index, ok, reason). Never raises on bad images."""
+    """Map-style dataset for torch's DataLoader: index → (tensor, index, ok, reason). Never raises on bad images:
+    a sample that fails to decode gets the encoder's stand-in input (:func:`images.stand_in`) and ok=False."""
 
-    def __init__(self, paths: Sequence[str], preprocess: Callable, shape_hint: Callable[[], object]):
+    def __init__(self, paths: Sequence[str], preprocess: Callable):
         self.paths = list(paths)
         self.preprocess = preprocess
-        self._zero = None
-        self.shape_hint = shape_hint
+        self._stand_in = None
 
     def __len__(self) -> int:
         return len(self.paths)
 
     def __getitem__(self, i: int):
-        try:
-            return self.preprocess(limit_aspect(load_image(self.paths[i]))), i, True, ""
-        except Exception as e:  # noqa: BLE001 - any decode failure is reported, not fatal
-            if self._zero is None:
-                self._zero = self.shape_hint()
-            msg = str(e).splitlines()[0] if str(e) else type(e).__name__
-            return self._zero, i, False, f"cannot decode image ({type(e).__name__}: {msg})"
+        d = decode_for_embedding(self.paths[i], self.preprocess)
+        if d.ok:
+            return d.x, i, True, ""
+        if self._stand_in is None:
+            self._stand_in = stand_in(self.preprocess)
+        return self._stand_in, i, False, d.reason
 
 
 def embedding_key(content_key: str, encoder: Encoder) -> str:
@@ -167,6 +166,37 @@ def default_workers() -> int:
     return max(0, min(8, (os.cpu_count() or 1) - 1))
 
 
+@dataclass
+class EmbeddingPlan:
+    """What an embedding run has to do (the prologue both engines share): ``todo`` chunk numbers to compute,
+    ``order`` (the global sample indices in those chunks, in order), ``done`` samples already cached."""
+
+    n: int
+    n_chunks: int
+    todo: list[int]
+    order: np.ndarray
+    done: int
+    notes: list[str]
+
+    @property
+    def reused(self) -> bool:
+        return not self.todo
+
+
+def plan_embedding(cache_dir: Path, sample_ids: Sequence[str], progress: Progress | None = None) -> EmbeddingPlan:
+    """Prologue of an embedding run over ``sample_ids`` (N,): create ``cache_dir``, find the chunks to (re)compute
+    (:func:`chunks_to_compute`), and report the starting progress ("embed", done, N)."""
+    cache_dir.mkdir(parents=True, exist_ok=True)
+    n = len(sample_ids)
+    todo, notes = chunks_to_compute(cache_dir, sample_ids)
+    done = n - sum(min(CHUNK, n - c * CHUNK) for c in todo)
+    order = (np.concatenate([np.arange(c * CHUNK, min(n, (c + 1) * CHUNK)) for c in todo]) if todo
+             else np.zeros(0, dtype=np.int64))
+    if progress:
+        progress("embed", min(done, n), n)
+    return EmbeddingPlan(n=n, n_chunks=(n + CHUNK - 1) // CHUNK, todo=todo, order=order, done=done, notes=notes)
+
+
 def embed_samples(abs_paths: Sequence[str], sample_ids: Sequence[str], encoder: Encoder, cache_dir: Path,
                   out_path: Path, batch_size: int = 64, num_workers: int | None = None,
                   progress: Progress | None = None) -> EmbeddingResult:
@@ -178,30 +208,16 @@ def embed_samples(abs_paths: Sequence[str], sample_ids: Sequence[str], encoder: 
     import torch
     from torch.utils.data import DataLoader
 
-    cache_dir.mkdir(parents=True, exist_ok=True)
-    n = len(abs_paths)
-    n_chunks = (n + CHUNK - 1) // CHUNK
-    todo, notes = chunks_to_compute(cache_dir, sample_ids)
-    reused = not todo
+    plan = plan_embedding(cache_dir, sample_ids, progress)
     if num_workers is None:
         num_workers = 0 if encoder.kind == "pixels" else default_workers()
-    done = n - sum(min(CHUNK, n - c * CHUNK) for c in todo)
-    if progress:
-        progress("embed", min(done, n), n)
-    if todo:
-        order = np.concatenate([np.arange(c * CHUNK, min(n, (c + 1) * CHUNK)) for c in todo])
-        sub_paths = [abs_paths[i] for i in order]
-
-        def shape_hint():
-            from PIL import Image
-
-            return encoder.preprocess(Image.new("RGB", (32, 32), (255, 255, 255)))
-
-        ds = _ImageSet(sub_paths, encoder.preprocess, shape_hint)
+    if plan.todo:
+        order, n, done = plan.order, plan.n, plan.done
+        ds = _ImageSet([abs_paths[i] for i in order], encoder.preprocess)
         loader = DataLoader(ds, batch_size=batch_size, shuffle=False, num_workers=num_workers,
                             pin_memory=torch.cuda.is_available(), persistent_workers=False,
                             prefetch_factor=4 if num_workers > 0 else None)
-        writer = ChunkWriter(cache_dir, sample_ids, todo)
+        writer = ChunkWriter(cache_dir, sample_ids, plan.todo)
         for x, idx, ok, reason in loader:
             feats = encoder.encode_images(x)
             for j, local in enumerate(idx.tolist()):
@@ -209,7 +225,7 @@ def embed_samples(abs_paths: Sequence[str], sample_ids: Sequence[str], encoder: 
             done += len(idx)
             if progress:
                 progress("embed", min(done, n), n)
-    return assemble(cache_dir, n_chunks, sample_ids, encoder, out_path, reused, progress, notes)
+    return assemble(cache_dir, plan.n_chunks, sample_ids, encoder, out_path, plan.reused, progress, plan.notes)
 
 
 def _load_chunk(cache_dir: Path, c: int) -> dict:

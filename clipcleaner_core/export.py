@@ -23,7 +23,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from . import guards
+from . import guards, images
 from .csvio import escape_formula, to_safe_csv  # noqa: F401 - part of this module's API (the app imports them here)
 from .workspace import Workspace, atomic_write_text, current_umask
 
@@ -204,6 +204,7 @@ def check_imagefolder_target(workspace: str | Path | Workspace, out_dir: str | P
     ws = workspace if isinstance(workspace, Workspace) else Workspace(workspace)
     if sources is None:
         sources = ws.scores()["abs_path"].to_numpy()
+    sources = list(dict.fromkeys(images.source_file(s) for s in sources if s))  # a shard, not each of its images
     out = guards.check_export_folder(out_dir, _protected_folders(ws), allowed_under=ws.exports_dir, sources=sources)
     return out, guards.replaceable_export(out)
 
@@ -217,8 +218,9 @@ def export_imagefolder(workspace: str | Path | Workspace, table: pd.DataFrame, o
     sit inside the dataset or the workspace (except below the workspace's ``exports/``). Anything else is refused
     with :class:`guards.UnsafeTargetError` before a file is written. The export is built in a temp folder beside
     ``out_dir`` and renamed into place; a previous export is then removed entry by entry from its marker. The
-    source images are only read. Long or clashing names are shortened / prefixed with the sample id. Returns
-    counts.
+    source images are only read. An image inside a WebDataset / Parquet shard cannot be linked: its bytes are
+    written as a file named by its key (``000123.jpg``; ``train-00001-row41.png`` for a Parquet row) in either
+    mode. Long or clashing names are shortened / prefixed with the sample id. Returns counts.
     """
     if mode not in ("link", "copy"):
         raise ValueError("mode must be 'link' or 'copy'")
@@ -228,25 +230,31 @@ def export_imagefolder(workspace: str | Path | Workspace, table: pd.DataFrame, o
     out.parent.mkdir(parents=True, exist_ok=True)
     prefix = f".{_name_part(out.name)[:80]}."
     tmp = Path(tempfile.mkdtemp(prefix=prefix, suffix=".building", dir=out.parent))
-    n = 0
+    n = written = 0
     entries: list[str] = []
     try:
         os.chmod(tmp, 0o777 & ~current_umask())
         folders: dict[str, str] = {}
         for sid, label in zip(table["sample_id"], table["label"]):
-            srcp = Path(src[sid])
+            loc = str(src[sid])
+            data = images.read_bytes(loc) if images.is_locator(loc) else None  # an image inside a shard
+            name = images.export_name(loc, data)
             cls = _name_part(str(label), folders, str(label))
             d = tmp / cls
             if not d.is_dir():
                 d.mkdir()
                 entries.append(cls)
-            dst = d / _name_part(srcp.name)
+            dst = d / _name_part(name)
             if dst.exists() or dst.is_symlink():
-                dst = d / _name_part(f"{sid}-{srcp.name}")
-            if mode == "link":
-                os.symlink(srcp, dst)
+                dst = d / _name_part(f"{sid}-{name}")
+            if data is not None:  # nothing to link to: its bytes are written out under its key
+                with open(dst, "xb") as f:
+                    f.write(data)
+                written += 1
+            elif mode == "link":
+                os.symlink(loc, dst)
             else:
-                shutil.copy2(srcp, dst)
+                shutil.copy2(loc, dst)
             entries.append(f"{cls}/{dst.name}")
             n += 1
         marker = {"format": guards.IMAGEFOLDER_FORMAT, "version": 1, "workspace": str(ws.path), "mode": mode,
@@ -275,6 +283,8 @@ def export_imagefolder(workspace: str | Path | Workspace, table: pd.DataFrame, o
     else:
         os.replace(tmp, out)
     info = {"images": n, "classes": int(table["label"].nunique()), "mode": mode, "path": str(out)}
+    if written:
+        info["written_from_shards"] = written
     if left:
         info["kept_previous"] = f"{len(left)} entries of the previous export could not be removed"
     return info

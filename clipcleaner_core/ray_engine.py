@@ -3,10 +3,11 @@
 Same inputs and outputs as :func:`clipcleaner_core.embeddings.embed_samples`, run as a Ray Data pipeline:
 
 1. **read**: the image paths (and their row index) become a ``ray.data`` dataset (``from_items``);
-2. **decode + preprocess** (stateless map tasks, ``map_batches`` with a function): each task decodes with
-   :func:`clipcleaner_core.dataset.load_image` and applies the encoder's own preprocessing (for CLIP, the open_clip
-   transform object, ~1 KB pickled; for pixels, the resize). A file that fails to decode becomes a stand-in
-   row with ``ok=False`` and the reason, exactly like the local engine — it never fails the job;
+2. **decode + preprocess** (stateless map tasks, ``map_batches`` with a function): each task runs
+   :func:`clipcleaner_core.images.decode_for_embedding` (the local engine's decode path) with the encoder's own
+   preprocessing (for CLIP, the open_clip transform object, ~1 KB pickled; for pixels, the resize). A file that
+   fails to decode becomes a stand-in row with ``ok=False`` and the reason, exactly like the local engine — it
+   never fails the job;
 3. **encode** (an actor pool, ``map_batches`` with a callable class and ``ActorPoolStrategy(size=N)``, the
    successor of ``concurrency=N`` in Ray >= 2.51): every actor builds its
    own encoder once from a small picklable *spec* (encoder kind, model name, checkpoint / pretrained tag, model
@@ -30,9 +31,10 @@ from typing import Any, Callable, Iterator, Sequence
 
 import numpy as np
 
-from .dataset import limit_aspect, load_image
-from .embeddings import CHUNK, ChunkWriter, EmbeddingResult, assemble, chunks_to_compute
+from .embeddings import ChunkWriter, EmbeddingResult, assemble, plan_embedding
 from .encoders import Encoder
+from . import images
+from .images import decode_for_embedding, stand_in
 
 Progress = Callable[[str, int, int], None]
 ENGINES = ("local", "ray")
@@ -72,27 +74,63 @@ def light_preprocess(encoder: Encoder) -> Callable:
 
 # ------------------------------------------------------------------------------------------ ray stages
 def _decode_batch(batch: dict[str, np.ndarray], preprocess: Callable) -> dict[str, np.ndarray]:
-    """Map task: paths → preprocessed arrays. Never raises on a bad image (ok=False + reason instead)."""
-    xs: list[np.ndarray | None] = []
-    oks: list[bool] = []
-    reasons: list[str] = []
-    for p in batch["path"]:
-        try:
-            xs.append(np.asarray(preprocess(limit_aspect(load_image(str(p)))), dtype=np.float32))
-            oks.append(True)
-            reasons.append("")
-        except Exception as e:  # noqa: BLE001 - any decode failure is reported, not fatal (as embed_samples)
-            msg = str(e).splitlines()[0] if str(e) else type(e).__name__
-            xs.append(None)
-            oks.append(False)
-            reasons.append(f"cannot decode image ({type(e).__name__}: {msg})")
-    if any(x is None for x in xs):
-        from PIL import Image
+    """Map task: paths / image locators → preprocessed arrays. Never raises on a bad image (ok=False + reason)."""
+    decoded = [decode_for_embedding(str(p), preprocess) for p in batch["path"]]
+    return _decoded_columns(decoded, preprocess, idx=np.asarray(batch["idx"], dtype=np.int64))
 
-        zero = np.asarray(preprocess(Image.new("RGB", (32, 32), (255, 255, 255))), dtype=np.float32)
-        xs = [zero if x is None else x for x in xs]
-    return {"idx": np.asarray(batch["idx"], dtype=np.int64), "x": np.stack(xs),
-            "ok": np.asarray(oks, dtype=bool), "reason": np.asarray(reasons, dtype=object)}
+
+def _decode_webdataset_batch(batch: dict[str, np.ndarray], preprocess: Callable) -> dict[str, np.ndarray]:
+    """Map task after ``ray.data.read_webdataset``: each sample's image member (renamed ``KEY.image`` by
+    :func:`_webdataset_rename`) → preprocessed array; ``url`` (the shard) and ``key`` name the sample."""
+    decoded = [_decode_cell(v, "", preprocess) for v in batch["image"]]
+    return _decoded_columns(decoded, preprocess, url=batch["__url__"], key=batch["__key__"])
+
+
+def _decode_parquet_batch(batch: Any, preprocess: Callable, column: str) -> dict[str, np.ndarray]:
+    """Map task after ``ray.data.read_parquet`` (an Arrow batch of the image column + the ``path`` of its shard).
+    The row numbers are counted by the driver: the read preserves the order of the rows of each shard."""
+    data, orig = images.image_cells(batch.column(column))
+    decoded = [_decode_cell(d, o, preprocess) for d, o in zip(data, orig)]
+    return _decoded_columns(decoded, preprocess, url=np.asarray(batch.column("path").to_pylist(), dtype=object))
+
+
+def _decode_cell(data: Any, orig: str, preprocess: Callable) -> images.Decoded:
+    """One image cell of a shard read by Ray → :class:`images.Decoded` (a missing cell fails like a local read)."""
+    try:
+        data = images.embedded_bytes(None if data is None or isinstance(data, float) else data, orig)
+    except ValueError as e:
+        return images.Decoded(None, None, False, images.decode_failure(e))
+    return decode_for_embedding(data, preprocess)
+
+
+def _decoded_columns(decoded: list, preprocess: Callable, **ids: np.ndarray) -> dict[str, np.ndarray]:
+    """The columns a decode task hands to the encode actors (``ids`` name the samples: ``idx``, or ``url`` +
+    ``key``, or ``url`` alone): failed samples get the stand-in input."""
+    zero = None
+    xs = []
+    for d in decoded:
+        if not d.ok and zero is None:
+            zero = np.asarray(stand_in(preprocess), dtype=np.float32)
+        xs.append(np.asarray(d.x, dtype=np.float32) if d.ok else zero)
+    n = len(decoded)
+    cols = {"idx": np.full(n, -1, dtype=np.int64), "url": np.full(n, "", dtype=object),
+            "key": np.full(n, "", dtype=object)}
+    cols.update({k: np.asarray(v, dtype=cols[k].dtype) for k, v in ids.items()})
+    return {**cols, "x": np.stack(xs), "ok": np.asarray([d.ok for d in decoded], dtype=bool),
+            "reason": np.asarray([d.reason for d in decoded], dtype=object)}
+
+
+def _webdataset_image(fname: str) -> bool:
+    """``fileselect`` of ``read_webdataset`` (applied after :func:`_webdataset_rename`): only the image members are
+    kept (the labels are known from the scan)."""
+    return images.key_and_ext(fname)[1] == "image"
+
+
+def _webdataset_rename(fname: str) -> str:
+    """``filerename`` of ``read_webdataset``: ``KEY.jpg`` / ``KEY.png`` … → ``KEY.image`` (one column for every
+    image format); other members keep their name."""
+    key, ext = images.key_and_ext(fname)
+    return f"{key}.image" if key is not None and f".{ext.lower()}" in images.IMAGE_EXTENSIONS else fname
 
 
 class _EncodeActor:
@@ -116,7 +154,7 @@ class _EncodeActor:
     def __call__(self, batch: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
         x = self._torch.from_numpy(np.array(batch["x"], dtype=np.float32))  # a writable copy of the block
         feats = np.asarray(self.encoder.encode_images(x), dtype=np.float32)
-        return {"idx": batch["idx"], "feats": feats, "ok": batch["ok"], "reason": batch["reason"]}
+        return {**{k: v for k, v in batch.items() if k != "x"}, "feats": feats}  # idx / url / key pass through
 
 
 # ------------------------------------------------------------------------------------------- resources
@@ -228,54 +266,157 @@ def _quiet_ray_data() -> Iterator[None]:
             lg.setLevel(level)
 
 
+# ------------------------------------------------------------------------------------------------ reads
+def _shard_url(u: str) -> str:
+    """A shard path as Ray reports it (``__url__``, ``path``), comparable with the locator's file."""
+    for scheme in ("local://", "file://"):
+        if u.startswith(scheme):
+            u = u[len(scheme):]
+    return os.path.normpath(u)
+
+
+class _Reads:
+    """How the samples to embed are read on Ray, and how each result row finds its global sample index.
+
+    WebDataset shards that ``read_webdataset`` reads as the scan did (:func:`shards.readable_by_ray`) are read with
+    it (rows named by shard + key); Parquet shards with ``read_parquet`` (rows named by shard + position, the read
+    preserving row order); image files, and members of irregular tar shards, by path / locator (``from_items``).
+    A sample a shard reader did not deliver (a shard it failed on) is read by locator afterwards.
+    """
+
+    def __init__(self, todo: dict[int, str]):
+        from .shards import readable_by_ray
+
+        self.todo = todo
+        self.tar: dict[tuple[str, str], int] = {}
+        self.parquet: dict[str, dict[int, int]] = {}
+        regular: dict[str, bool] = {}
+        for g, p in todo.items():
+            loc = images.parse_locator(p)
+            if loc.kind == "tar":
+                if loc.file not in regular:
+                    regular[loc.file] = readable_by_ray(loc.file)
+                if regular[loc.file]:
+                    self.tar[(os.path.normpath(loc.file), images.key_and_ext(loc.member)[0] or "")] = g
+                    continue
+            elif loc.kind == "parquet":
+                self.parquet.setdefault(os.path.normpath(loc.file), {})[loc.row] = g
+                continue
+        self._rows: dict[str, int] = {}
+
+    def tar_files(self) -> list[str]:
+        return sorted({f for f, _ in self.tar})
+
+    def parquet_files(self) -> dict[str, list[str]]:
+        """Parquet shards to read, grouped by the name of their image column."""
+        import pyarrow.parquet as pq
+
+        out: dict[str, list[str]] = {}
+        for f in sorted(self.parquet):
+            col = images.image_column(pq.read_schema(f))
+            if col is not None:
+                out.setdefault(col, []).append(f)
+        return out
+
+    def resolve(self, b: dict[str, np.ndarray], j: int) -> int | None:
+        """The global sample index of result row ``j`` of batch ``b``, or None for a row not to embed."""
+        g = int(b["idx"][j])
+        if g >= 0:
+            return g
+        url = _shard_url(str(b["url"][j]))
+        key = str(b["key"][j])
+        if key:
+            return self.tar.get((url, key))
+        row = self._rows.get(url, 0)
+        self._rows[url] = row + 1
+        return self.parquet.get(url, {}).get(row)
+
+
 # ------------------------------------------------------------------------------------------------ main
 def embed_samples_ray(abs_paths: Sequence[str], sample_ids: Sequence[str], encoder: Encoder, spec: dict[str, Any],
                       cache_dir: Path, out_path: Path, *, address: str | None = None, batch_size: int = 64,
                       actors: int | None = None, progress: Progress | None = None) -> EmbeddingResult:
-    """Encode images ``abs_paths`` (N,) on a Ray cluster; same cache files and result as ``embed_samples``.
+    """Encode images ``abs_paths`` (N,: paths or image locators) on a Ray cluster; same cache files and result as
+    ``embed_samples``.
 
     ``encoder`` is the driver's copy (used for the cache identity and the final dataset-level
     ``fit_stats``/``finalize``); the actors rebuild it from ``spec`` (see :func:`encoder_spec`). Chunks already in
-    ``cache_dir`` are not recomputed. ``progress(stage, done, total)``: stage "embed" per finished block,
-    "assemble" while joining.
+    ``cache_dir`` are not recomputed (a shard is read whole when any of its samples is still to do).
+    ``progress(stage, done, total)``: stage "embed" per finished block, "assemble" while joining.
     """
-    cache_dir.mkdir(parents=True, exist_ok=True)
-    n = len(abs_paths)
-    n_chunks = (n + CHUNK - 1) // CHUNK
-    todo, notes = chunks_to_compute(cache_dir, sample_ids)
-    reused = not todo
-    done = n - sum(min(CHUNK, n - c * CHUNK) for c in todo)
-    if progress:
-        progress("embed", min(done, n), n)
-    if todo:
-        order = np.concatenate([np.arange(c * CHUNK, min(n, (c + 1) * CHUNK)) for c in todo])
+    plan = plan_embedding(cache_dir, sample_ids, progress)
+    notes = list(plan.notes)
+    if plan.todo:
+        reads = _Reads({int(g): str(abs_paths[g]) for g in plan.order})
+        writer = ChunkWriter(cache_dir, sample_ids, plan.todo)
+        state = {"done": plan.done}
         with ray_session(address) as ray, _quiet_ray_data():
             import ray.data
 
             ctx = ray.data.DataContext.get_current()
             ctx.enable_progress_bars = False  # the caller's progress callback reports instead
-            plan = plan_resources(ray.cluster_resources(),
-                                  [nd.get("Resources", {}).get("CPU", 0) for nd in ray.nodes() if nd.get("Alive")],
-                                  actors)
-            items = [{"idx": int(g), "path": str(abs_paths[g])} for g in order]
+            res = plan_resources(ray.cluster_resources(),
+                                 [nd.get("Resources", {}).get("CPU", 0) for nd in ray.nodes() if nd.get("Alive")],
+                                 actors)
             bs = max(1, int(batch_size))
-            ds = ray.data.from_items(items, override_num_blocks=max(1, min(len(items), -(-len(items) // bs))))
-            ds = ds.map_batches(_decode_batch, fn_kwargs={"preprocess": light_preprocess(encoder)},
-                                compute=ray.data.TaskPoolStrategy(size=plan["decode_tasks"]),
-                                batch_size=bs, batch_format="numpy", num_cpus=1)
-            ds = ds.map_batches(_EncodeActor, fn_constructor_kwargs={"spec": spec, "threads": plan["threads"]},
-                                compute=ray.data.ActorPoolStrategy(size=plan["concurrency"]),
-                                num_gpus=plan["num_gpus"], num_cpus=plan["num_cpus"], batch_size=bs,
-                                batch_format="numpy")
-            writer = ChunkWriter(cache_dir, sample_ids, todo)
-            for b in ds.iter_batches(batch_size=None, batch_format="numpy"):
-                for j, g in enumerate(np.asarray(b["idx"]).tolist()):
-                    writer.add(g, b["feats"][j], bool(b["ok"][j]), str(b["reason"][j]))
-                done += len(b["idx"])
-                if progress:
-                    progress("embed", min(done, n), n)
+            pre = light_preprocess(encoder)
+            decode = {"compute": ray.data.TaskPoolStrategy(size=res["decode_tasks"]), "batch_size": bs,
+                      "num_cpus": 1}
+
+            def run(make: Callable[[], Any], what: str, expect: int, ordered: bool = False) -> None:
+                # (a dataset copies the context it is made in.) Ray 2.60's V2 Parquet reader resolves paths in
+                # threads that race on importing fsspec's optional HTTP filesystem (aiohttp is not installed) and
+                # fail the read now and then; the V1 reader resolves them in one thread.
+                old = ctx.execution_options.preserve_order, ctx.use_datasource_v2
+                ctx.execution_options.preserve_order, ctx.use_datasource_v2 = ordered, False
+                left = len(reads.todo)
+                try:
+                    ds = make().map_batches(
+                        _EncodeActor, fn_constructor_kwargs={"spec": spec, "threads": res["threads"]},
+                        compute=ray.data.ActorPoolStrategy(size=res["concurrency"]), num_gpus=res["num_gpus"],
+                        num_cpus=res["num_cpus"], batch_size=bs, batch_format="numpy")
+                    for b in ds.iter_batches(batch_size=None, batch_format="numpy"):
+                        for j in range(len(b["ok"])):
+                            g = reads.resolve(b, j)
+                            if g is None or g not in reads.todo:
+                                continue
+                            del reads.todo[g]
+                            writer.add(g, b["feats"][j], bool(b["ok"][j]), str(b["reason"][j]))
+                            state["done"] += 1
+                        if progress:
+                            progress("embed", min(state["done"], plan.n), plan.n)
+                except Exception as e:  # noqa: BLE001 - a shard Ray cannot read: its images are read one by one
+                    if what == "items":
+                        raise
+                    msg = str(e).strip().splitlines()[-1] if str(e).strip() else type(e).__name__
+                    notes.append(f"Ray could not read every {what} shard ({type(e).__name__}: {msg[:200]}); "
+                                 f"their images were read one by one")
+                else:
+                    got = left - len(reads.todo)
+                    if what != "items" and got < expect:
+                        notes.append(f"Ray's {what} reader returned {got:,} of the {expect:,} images expected; the "
+                                     f"others were read one by one")
+                finally:
+                    ctx.execution_options.preserve_order, ctx.use_datasource_v2 = old
+
+            if reads.tar:
+                run(lambda: ray.data.read_webdataset(reads.tar_files(), decoder=None, fileselect=_webdataset_image,
+                                                     filerename=_webdataset_rename)
+                    .map_batches(_decode_webdataset_batch, fn_kwargs={"preprocess": pre}, batch_format="numpy",
+                                 **decode), "WebDataset", len(reads.tar))
+            for col, files in reads.parquet_files().items():
+                run(lambda files=files, col=col: ray.data.read_parquet(files, columns=[col], include_paths=True)
+                    .map_batches(_decode_parquet_batch, fn_kwargs={"preprocess": pre, "column": col},
+                                 batch_format="pyarrow", **decode), "Parquet",
+                    sum(len(reads.parquet[os.path.normpath(f)]) for f in files), ordered=True)
+            if reads.todo:  # image files, irregular tar shards, and anything a shard read did not deliver
+                items = [{"idx": g, "path": p} for g, p in sorted(reads.todo.items())]
+                blocks = max(1, min(len(items), -(-len(items) // bs)))
+                run(lambda: ray.data.from_items(items, override_num_blocks=blocks)
+                    .map_batches(_decode_batch, fn_kwargs={"preprocess": pre}, batch_format="numpy", **decode),
+                    "items", len(items))
         missing = writer.incomplete()
         if missing:
             raise RuntimeError(f"the Ray job returned incomplete results for chunk(s) {missing}; run the scan again "
                                f"to resume")
-    return assemble(cache_dir, n_chunks, sample_ids, encoder, out_path, reused, progress, notes)
+    return assemble(cache_dir, plan.n_chunks, sample_ids, encoder, out_path, plan.reused, progress, notes)

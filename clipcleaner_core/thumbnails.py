@@ -1,8 +1,10 @@
 """Small cached thumbnails of the samples, so a review grid never sends full images to the browser.
 
 Thumbnails are written once into ``WS/cache/thumbs/<size>/<id[:2]>/<sample_id>.jpg`` (JPEG, quality 85; images
-are decoded with :func:`clipcleaner_core.dataset.load_image`, so EXIF rotation, CMYK, 16-bit and transparency are
-handled exactly as in the embedding stage). A thumbnail older than its source image is regenerated. An image that
+are decoded with :func:`clipcleaner_core.images.load_image`, so EXIF rotation, CMYK, 16-bit and transparency are
+handled exactly as in the embedding stage). A sample is given by its ``abs_path``: an image file or an image
+locator of a sample inside a WebDataset / Parquet shard (:mod:`clipcleaner_core.images`). A thumbnail older than
+the file holding its image (the image, or its shard) is regenerated. An image that
 cannot be decoded gets a grey stand-in card (JPEG too) with the reason printed on it, so the grid still shows the card.
 """
 from __future__ import annotations
@@ -14,7 +16,7 @@ from typing import Iterable, Sequence
 
 from PIL import Image, ImageDraw
 
-from .dataset import load_image
+from .images import load_image, parse_locator, source_file
 from .workspace import Workspace, atomic_write_bytes
 
 DEFAULT_SIZE = 192
@@ -54,7 +56,7 @@ def _unreadable_card(size: int, text: str) -> bytes:
 
 
 def make_thumbnail(src: str | os.PathLike, size: int = DEFAULT_SIZE) -> bytes:
-    """JPEG bytes of ``src`` scaled so its longest side is ``size`` (small images such as 32x32 digits are enlarged
+    """JPEG bytes of ``src`` (a path or an image locator) scaled so its longest side is ``size`` (small images such as 32x32 digits are enlarged
     at most 8x with nearest-neighbour, so pixels stay crisp). Raises on undecodable images."""
     import io
 
@@ -75,7 +77,7 @@ def ensure_thumbnail(ws: Workspace, sample_id: str, abs_path: str, size: int = D
     """Path of an up-to-date thumbnail of one sample, creating it (atomically) when missing or stale."""
     out = thumbnail_path(ws, sample_id, size)
     try:
-        src_mtime = os.stat(abs_path).st_mtime
+        src_mtime = os.stat(source_file(abs_path)).st_mtime
     except OSError:
         src_mtime = None
     try:
@@ -94,12 +96,26 @@ def ensure_thumbnail(ws: Workspace, sample_id: str, abs_path: str, size: int = D
 
 def ensure_thumbnails(ws: Workspace, sample_ids: Sequence[str], abs_paths: Sequence[str],
                       size: int = DEFAULT_SIZE, workers: int = 4) -> list[Path]:
-    """Thumbnails of several samples (same order), generated in a small thread pool when missing."""
+    """Thumbnails of several samples (same order), generated in a small thread pool when missing (in the order of
+    their locators, so that rows of one Parquet shard are read in one pass)."""
     pairs = list(zip(sample_ids, abs_paths))
     if len(pairs) <= 2:
         return [ensure_thumbnail(ws, s, p, size) for s, p in pairs]
+    order = sorted(range(len(pairs)), key=lambda i: _read_order(pairs[i][1]))
     with ThreadPoolExecutor(max_workers=max(1, workers)) as ex:
-        return list(ex.map(lambda sp: ensure_thumbnail(ws, sp[0], sp[1], size), pairs))
+        made = list(ex.map(lambda i: ensure_thumbnail(ws, pairs[i][0], pairs[i][1], size), order))
+    out: list[Path] = [Path()] * len(pairs)
+    for i, p in zip(order, made):
+        out[i] = p
+    return out
+
+
+def _read_order(abs_path: str) -> tuple:
+    try:
+        loc = parse_locator(abs_path)
+    except ValueError:
+        return ("", "", -1)
+    return loc.file, loc.member, loc.row
 
 
 def clear_thumbnails(ws: Workspace, sizes: Iterable[int] | None = None) -> int:

@@ -19,9 +19,8 @@ import _corpus
 from clipcleaner_core.workspace import Workspace
 from clipcleaner_core.config import EncoderConfig
 from clipcleaner_core import cli, pipeline
-from clipcleaner_core.dataset import (
-    DatasetError, limit_aspect, load_dataset, load_image, make_sample_id,
-)
+from clipcleaner_core.dataset import DatasetError, load_dataset, make_sample_id
+from clipcleaner_core.images import limit_aspect, load_image
 from clipcleaner_core.detectors import METHODS, ScoreConfig, detect
 
 PIXELS = EncoderConfig(encoder="pixels")  # no weights needed (not CLIP)
@@ -121,7 +120,7 @@ def test_exif_rotated_jpeg_is_upright(tmp_path):
     from clipcleaner_core.encoders import PixelEncoder
 
     enc = PixelEncoder(size=8)
-    x, _, ok, reason = _ImageSet([str(p)], enc.preprocess, lambda: None)[0]
+    x, _, ok, reason = _ImageSet([str(p)], enc.preprocess)[0]
     assert ok and reason == ""
     want = enc.preprocess(upright).numpy()
     wrong = enc.preprocess(upright.transpose(Image.Transpose.ROTATE_90)).numpy()

@@ -147,3 +147,45 @@ def test_unreachable_cluster_fails_fast_with_a_message():
     with pytest.raises(RayUnavailable, match="expected HOST:PORT"):
         _probe("no-port-here")
     assert issubclass(RayUnavailable, ValueError)  # the CLI reports it as a one-line error (exit 2)
+
+
+@pytest.mark.slow
+def test_ray_engine_reads_shards_with_ray_data(local_ray, demo_dir, tmp_path, monkeypatch):
+    """WebDataset and Parquet shards on --engine ray: read with ray.data.read_webdataset / read_parquet (a damaged
+    tar shard member by member), the same embeddings and the same reported problems as the local engine."""
+    import _shards
+
+    wds = tmp_path / "wds"
+    _shards.write_webdataset(demo_dir, wds)
+    hub = tmp_path / "hub"
+    _shards.write_hf_parquet(demo_dir, hub)
+    calls: dict[str, list] = {}
+
+    def spy(name: str):
+        real = getattr(ray.data, name)
+
+        def read(paths, *a, **k):
+            calls.setdefault(name, []).append(paths)
+            return real(paths, *a, **k)
+        return read
+
+    for name in ("read_webdataset", "read_parquet", "from_items"):
+        monkeypatch.setattr(ray.data, name, spy(name))
+    pixels = EncoderConfig(encoder="pixels", batch_size=16, num_workers=0)
+    for src, classes in ((wds, str(demo_dir / "classes.txt")), (hub, None)):
+        local = scan(src, tmp_path / f"{src.name}_local", classes_file=classes, encoder=pixels)
+        rc = cli.main(["scan", str(src), "-w", str(tmp_path / f"{src.name}_ray"), "--encoder", "pixels",
+                       "--batch-size", "16", "--engine", "ray", "-q", *(["--classes", classes] if classes else [])])
+        assert rc == 0
+        wr = Workspace(tmp_path / f"{src.name}_ray")
+        np.testing.assert_array_equal(np.asarray(wr.embeddings(), dtype=np.float32),
+                                      np.asarray(local.workspace.embeddings(), dtype=np.float32))
+        cols = ["sample_id", "path", "status", "reason"]
+        pd.testing.assert_frame_equal(wr.dataset()[cols], local.workspace.dataset()[cols])
+        assert (wr.dataset()["status"] != "ok").sum() >= 3
+    assert [sorted(Path(p).name for p in c) for c in calls["read_webdataset"]] == [["shard-00000.tar",
+                                                                                   "shard-00001.tar"]]
+    assert [sorted(Path(p).name for p in c) for c in calls["read_parquet"]] == [
+        ["train-00000-of-00002.parquet", "train-00001-of-00002.parquet"]]
+    # only the truncated shard's three good samples were read one by one
+    assert [[Path(i["path"].split("#")[0]).name for i in c] for c in calls["from_items"]] == [["shard-00002.tar"] * 3]
