@@ -74,33 +74,29 @@ def validate_truth_file(truth_file: str | os.PathLike, scores: pd.DataFrame | No
     p = Path(truth_file).expanduser().absolute()
     t = read_truth(p)
     if scores is not None and len(scores):
-        lookup = _truth_lookup(t, p)
-        matched = int(scores["abs_path"].map(lambda q: os.path.normpath(q) in lookup).sum())
-        if matched == 0:
+        if int(_match_truth(scores, t, p).notna().sum()) == 0:
             raise TruthFileError(f"{display_path(str(p))}: none of its {len(t):,} paths is a scored sample of this "
-                                 f"workspace (relative paths are read against the truth file's folder)")
+                                 f"workspace (paths are absolute, relative to the truth file's folder, or the "
+                                 f"dataset's own sample paths)")
     return p
 
 
-def _truth_lookup(t: pd.DataFrame, truth_file: Path) -> dict[str, str]:
+def _match_truth(scores: pd.DataFrame, t: pd.DataFrame, truth_file: Path) -> pd.Series:
+    """Truth label per row of ``scores`` (NaN where none): a truth ``path`` matches a sample when it names the same
+    file (absolute, or relative to the truth file's folder) or equals the sample's dataset path (``path`` column:
+    relative to the dataset root, or ``shard.tar/key`` / ``shard.parquet#row=N`` for shard samples)."""
     base = Path(truth_file).absolute().parent
-    keys = [os.path.normpath(q if os.path.isabs(q) else base / q) for q in t["path"]]
-    return dict(zip(keys, t["label"]))
-
-DETECTORS = {  # column prefix -> title
-    "ens": "ensemble (default)",
-    "cc": "clipcleaner (METHOD.md)",
-    "cleanlab": "cleanlab",
-    "knn": "k-NN agreement",
-}
+    by_file = dict(zip((os.path.normpath(q if os.path.isabs(q) else base / q) for q in t["path"]), t["label"]))
+    by_path = dict(zip(t["path"], t["label"]))
+    out = scores["abs_path"].map(lambda p: by_file.get(os.path.normpath(p)))
+    return out.where(out.notna(), scores["path"].map(by_path))
 
 
 def truth_labels(scores: pd.DataFrame, truth_file: str | Path) -> pd.Series:
-    """Truth label per row of ``scores`` (NaN where the truth file has no entry), matched by absolute path.
+    """Truth label per row of ``scores`` (NaN where the truth file has no entry), see :func:`_match_truth`.
     Raises :class:`TruthFileError` when the file is not a usable truth table (it may have changed since it was
     set)."""
-    lookup = _truth_lookup(read_truth(truth_file), Path(truth_file))
-    return scores["abs_path"].map(lambda p: lookup.get(os.path.normpath(p)))
+    return _match_truth(scores, read_truth(truth_file), Path(truth_file))
 
 
 def detector_metrics(is_noisy: np.ndarray, flag: np.ndarray, score: np.ndarray) -> dict:

@@ -85,6 +85,13 @@ def test_webdataset_scan_reports_broken_members_and_matches_the_files(wds, demo_
     assert list(pattern.ok["path"]) == [p for p, _, _ in info["good"][:40]] + ["shard-00001.tar/bad-bytes"]
     with pytest.raises(DatasetError, match="no .tar or .parquet shard matches"):
         load_dataset(str(d / "shards" / "nothing-*.tar"))
+    # a truth file names shard samples by their dataset paths (shard/key): evaluation works on shards too
+    truth = tmp_path / "truth.csv"
+    pd.DataFrame({"path": r.scores["path"], "label": r.scores["label"]}).iloc[:30].to_csv(truth, index=False)
+    from clipcleaner_core.evaluate import evaluate_workspace
+
+    ev = evaluate_workspace(r.workspace, truth)
+    assert ev["samples"] == 30 and ev["mislabelled"] == 0 and ev["unmatched"] == len(r.scores) - 30
 
 
 def test_hf_parquet_scan_names_classes_from_metadata_and_matches_the_files(hf, demo_dir, tmp_path):
