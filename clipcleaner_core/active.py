@@ -438,7 +438,7 @@ def refit_workspace(ws: Workspace | str | Path, *, db_url: str | None = None, de
     if should_stop is not None and should_stop():
         raise RefitCancelled("refit stopped")
     now = datetime.now(timezone.utc)
-    fit_id = now.strftime("%Y%m%dT%H%M%S") + "-" + uuid.uuid4().hex[:6]
+    fit_id = now.strftime("%Y%m%dT%H%M%S%f") + "-" + uuid.uuid4().hex[:6]
     names = np.asarray(inp.settings.classes, dtype=object)
     sug = res.p_ens.argmax(axis=1)
     rows = np.arange(len(inp.y))

@@ -98,8 +98,9 @@ class ScoreConfig:
             return int(self.folds)
         return 3 if n_samples >= LARGE_N else 5
 
-    def validate(self) -> "ScoreConfig":
-        """Raise ValueError naming the first invalid setting; returns self."""
+    def validate(self, *, here: bool = True) -> "ScoreConfig":
+        """Raise ValueError naming the first invalid setting; returns self. ``here=False`` (a stored config, e.g.
+        a workspace scored on another machine) skips the check that the device exists on this machine."""
         _check_choice("--method", self.method, METHODS)
         _check_choice("--probe", self.probe, PROBE_MODES)
         if self.folds is not None:
@@ -111,6 +112,10 @@ class ScoreConfig:
         _check_float("--margin", self.margin, 0.0, 1.0, high_open=True)
         _check_float("--probe-C", self.C, 0.0, math.inf, low_open=True)
         _check_int("--seed", self.seed, 0)
+        if not isinstance(self.device, str) or not self.device.strip():
+            raise ValueError(f"--score-device: expected auto, cpu or cuda[:N] (got {self.device!r})")
+        if not here:
+            return self
         from .scoring import resolve_device  # lazily: torch
 
         resolve_device(self.device)  # a clear error for an unknown device, or CUDA on a machine without it
@@ -167,9 +172,11 @@ def from_arguments(args: argparse.Namespace, cls: type[C]) -> C:
 
 
 def from_dict(cls: type[C], data: dict | None) -> C:
-    """The config ``cls`` from a stored dict (unknown keys ignored, missing ones default), validated."""
+    """The config ``cls`` from a stored dict (unknown keys ignored, missing ones default), validated as stored
+    settings (nothing about this machine is checked: reading a workspace never imports torch)."""
     names = {f.name for f in fields(cls)}
-    return cls(**{k: v for k, v in (data or {}).items() if k in names}).validate()
+    config = cls(**{k: v for k, v in (data or {}).items() if k in names})
+    return config.validate(here=False) if isinstance(config, ScoreConfig) else config.validate()
 
 
 def to_dict(config: Any) -> dict:

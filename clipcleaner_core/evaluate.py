@@ -89,6 +89,8 @@ def _match_truth(scores: pd.DataFrame, t: pd.DataFrame, truth_file: Path) -> pd.
     by_file = dict(zip((os.path.normpath(q if os.path.isabs(q) else base / q) for q in t["path"]), t["label"]))
     by_path = dict(zip(t["path"], t["label"]))
     out = scores["abs_path"].map(lambda p: by_file.get(os.path.normpath(p)))
+    if "path" not in scores:
+        return out
     return out.where(out.notna(), scores["path"].map(by_path))
 
 

@@ -562,7 +562,7 @@ class Workspace:
             if np.ndim(arr) and name.startswith(("probs_", "neighbor")) and np.shape(arr)[0] != n:  # row-aligned
                 raise ValueError(f"inconsistent scan set: {name} has {np.shape(arr)[0]} rows, scores {n}")
         self.path.mkdir(parents=True, exist_ok=True)
-        gen = datetime.now(timezone.utc).strftime("%Y%m%dT%H%M%S") + "-" + secrets.token_hex(3)
+        gen = datetime.now(timezone.utc).strftime("%Y%m%dT%H%M%S%f") + "-" + secrets.token_hex(3)  # sorts by time
         gdir = self.path / f"{GEN_PREFIX}{gen}"
         arts: dict[str, Artifact] = {}
         try:

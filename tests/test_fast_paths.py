@@ -221,9 +221,11 @@ def test_device_choice_and_config_validation():
     if not torch.cuda.is_available():
         with pytest.raises(ValueError, match="CUDA is not available"):
             ScoreConfig(device="cuda").validate()
-    with pytest.raises(ValueError, match="at least 2 folds"):
+    with pytest.raises(ValueError, match="folds must be an integer >= 2"):
         ScoreConfig(folds=1).validate()
-    ScoreConfig(folds=1, probe="faithful").validate()  # in-sample: folds only matter to cleanlab's cv probe
+    with pytest.raises(ValueError, match="folds must be an integer >= 2"):  # cleanlab's cv probe uses them too
+        ScoreConfig(folds=1, probe="faithful").validate()
+    ScoreConfig(folds=2, probe="faithful").validate()
 
 
 def test_detect_same_table_whichever_probability_form():

@@ -54,7 +54,7 @@ def test_manifest_lists_the_whole_set_and_readers_check_it(small):
     assert "probs_zs" not in arts and "text_features" not in arts  # the pixels encoder has no text tower
     w = Workspace(ws)
     n = len(w.scores())
-    assert arts["scores"]["rows"] == n == w.embeddings().shape[0] == w.probs("ens").shape[0]
+    assert arts["scores"]["rows"] == n == w.embeddings().shape[0] == w.probs("ens").n
     assert w.sources() == ["probe", "knn", "ens"]
     # every file of the set lives in the published generation (embeddings in the content-keyed cache)
     gen = ws / f"gen-{m['generation']}"
@@ -160,13 +160,13 @@ KILL_SCRIPT = """
 import sys, time
 from clipcleaner_core import pipeline, scoring
 from clipcleaner_core.config import ScoreConfig
-slow = scoring.probe_probs
-def probe_probs(*a, **k):
+import clipcleaner_core.detectors as d
+slow = d.fit_probe
+def fit_probe(*a, **k):
     print("scoring", flush=True)
     time.sleep(60)
     return slow(*a, **k)
-import clipcleaner_core.detectors as d
-d.probe_probs = probe_probs
+d.fit_probe = fit_probe
 pipeline.rescore(sys.argv[1], ScoreConfig(method="knn"))
 """
 
