@@ -30,6 +30,7 @@ from typing import Any, Callable, Iterator, Sequence
 
 import numpy as np
 
+from . import quality
 from .dataset import limit_aspect, load_image
 from .embeddings import CHUNK, ChunkWriter, EmbeddingResult, assemble, chunks_to_compute
 from .encoders import Encoder
@@ -72,17 +73,22 @@ def light_preprocess(encoder: Encoder) -> Callable:
 
 # ------------------------------------------------------------------------------------------ ray stages
 def _decode_batch(batch: dict[str, np.ndarray], preprocess: Callable) -> dict[str, np.ndarray]:
-    """Map task: paths → preprocessed arrays. Never raises on a bad image (ok=False + reason instead)."""
+    """Map task: paths → preprocessed arrays and image statistics (``stat_*`` columns). Never raises on a bad image
+    (ok=False + reason instead)."""
     xs: list[np.ndarray | None] = []
     oks: list[bool] = []
     reasons: list[str] = []
+    stats: list[dict] = []
     for p in batch["path"]:
         try:
-            xs.append(np.asarray(preprocess(limit_aspect(load_image(str(p)))), dtype=np.float32))
+            img = load_image(str(p))
+            xs.append(np.asarray(preprocess(limit_aspect(img)), dtype=np.float32))
+            stats.append(quality.image_stats(img))
             oks.append(True)
             reasons.append("")
         except Exception as e:  # noqa: BLE001 - any decode failure is reported, not fatal (as embed_samples)
             msg = str(e).splitlines()[0] if str(e) else type(e).__name__
+            stats.append(quality.no_stats())
             xs.append(None)
             oks.append(False)
             reasons.append(f"cannot decode image ({type(e).__name__}: {msg})")
@@ -92,7 +98,8 @@ def _decode_batch(batch: dict[str, np.ndarray], preprocess: Callable) -> dict[st
         zero = np.asarray(preprocess(Image.new("RGB", (32, 32), (255, 255, 255))), dtype=np.float32)
         xs = [zero if x is None else x for x in xs]
     return {"idx": np.asarray(batch["idx"], dtype=np.int64), "x": np.stack(xs),
-            "ok": np.asarray(oks, dtype=bool), "reason": np.asarray(reasons, dtype=object)}
+            "ok": np.asarray(oks, dtype=bool), "reason": np.asarray(reasons, dtype=object),
+            **quality.batch_columns(stats)}
 
 
 class _EncodeActor:
@@ -116,7 +123,7 @@ class _EncodeActor:
     def __call__(self, batch: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
         x = self._torch.from_numpy(np.array(batch["x"], dtype=np.float32))  # a writable copy of the block
         feats = np.asarray(self.encoder.encode_images(x), dtype=np.float32)
-        return {"idx": batch["idx"], "feats": feats, "ok": batch["ok"], "reason": batch["reason"]}
+        return {**{k: v for k, v in batch.items() if k != "x"}, "feats": feats}
 
 
 # ------------------------------------------------------------------------------------------- resources
@@ -270,7 +277,7 @@ def embed_samples_ray(abs_paths: Sequence[str], sample_ids: Sequence[str], encod
             writer = ChunkWriter(cache_dir, sample_ids, todo)
             for b in ds.iter_batches(batch_size=None, batch_format="numpy"):
                 for j, g in enumerate(np.asarray(b["idx"]).tolist()):
-                    writer.add(g, b["feats"][j], bool(b["ok"][j]), str(b["reason"][j]))
+                    writer.add(g, b["feats"][j], bool(b["ok"][j]), str(b["reason"][j]), quality.row(b, j))
                 done += len(b["idx"])
                 if progress:
                     progress("embed", min(done, n), n)
