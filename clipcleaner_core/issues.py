@@ -59,7 +59,7 @@ def detect_issues(table: pd.DataFrame, features: np.ndarray, probs: Mapping[str,
     cols: dict[str, object] = {}
     info: dict = {}
     text_sim = ood.max_text_similarity(features, text_features) if text_features is not None else None
-    o = ood.ood_scores(probs["probe"], text_sim)
+    o = ood.ood_scores(probs["probe"], probs["knn"], text_sim)
     cols["ood_score"] = o["score"]
     cols["ood_flag"] = o["flag"]
     info["ood"] = {"flagged": int(o["flag"].sum()), "z": ood.OOD_Z,

@@ -12,7 +12,7 @@ aspect ratio); CleanVision itself is not used because it decodes the dataset aga
 
 :func:`quality_issues` turns them into flags: **dark** (99th luminance percentile < 0.20), **light** (5th
 percentile > 0.95), **blurry** and **low_information** (edge strength / entropy far below the dataset's own: a
-modified z-score < −3.5 on a log scale, or an entropy under 0.5 bit), **odd_size** (modified z of log area beyond
+modified z-score < −3.5 on a log scale and under half the dataset's median; or an entropy under 0.5 bit), **odd_size** (modified z of log area beyond
 ±3.5 and at least 4× off the median), **odd_aspect** (short side / long side < 0.35).
 """
 from __future__ import annotations
@@ -155,11 +155,17 @@ def quality_issues(stats: pd.DataFrame) -> tuple[list[str], np.ndarray, np.ndarr
     z_area = robust_z(area)
     med_area = np.median(area[np.isfinite(area)]) if np.isfinite(area).any() else 0.0
     aspect = np.minimum(w, h) / np.maximum(np.maximum(w, h), 1.0)
+    def below_half_median(v: np.ndarray) -> np.ndarray:  # > 0 when v is under half the dataset's median
+        med = np.median(v[np.isfinite(v)]) if np.isfinite(v).any() else 0.0
+        return (0.5 * med - v) / med * 10 if med > 0 else np.full(len(v), -1.0)
+
     margins = {
         "dark": (DARK_P99 - p99) * 10,
         "light": (p05 - LIGHT_P05) * 10,
-        "blurry": -z_edges - ROBUST_Z,
-        "low_information": np.maximum(-z_ent - ROBUST_Z, (MIN_ENTROPY_BITS - ent) * 10),
+        # relative kinds need both: an outlier for this dataset AND less than half its median
+        "blurry": np.minimum(-z_edges - ROBUST_Z, below_half_median(edges)),
+        "low_information": np.maximum(np.minimum(-z_ent - ROBUST_Z, below_half_median(ent)),
+                                      (MIN_ENTROPY_BITS - ent) * 10),
         "odd_size": np.where(np.abs(area - med_area) > np.log(4.0), np.abs(z_area) - ROBUST_Z, -1.0),
         "odd_aspect": (ODD_ASPECT - aspect) * 10,
     }

@@ -131,25 +131,41 @@ def perturb(im: np.ndarray, rng: np.random.Generator, max_shift: int = 2, noise:
     return np.clip(a + rng.normal(0, noise, a.shape), 0, 255).astype(np.uint8)
 
 
-def write_duplicate_set(out_dir: str | Path, n_exact: int = 25, n_near: int = 25, wrong_label: float = 0.8,
-                        leak: float = 0.4, seed: int = 0) -> dict:
-    """The clean digits plus ``n_exact`` exact copies and ``n_near`` shifted / noised copies of distinct
-    originals; a ``wrong_label`` share of the copies carries another label. ``labels.csv`` has a ``split``
-    column (80 % train, 20 % test); a ``leak`` share of the copies is put in the other split than its original.
+def recompress(im: np.ndarray, rng: np.random.Generator) -> np.ndarray:
+    """A near copy as re-saving makes one: contrast ×0.95–1.05, brightness ±5, Gaussian noise of 3 grey levels,
+    then JPEG at quality 70–95."""
+    import io
 
-    Truth: ``duplicate_of`` = the original's path for each copy (empty elsewhere); ``dup_kind`` exact / near."""
+    a = np.asarray(im, dtype=np.float64) * rng.uniform(0.95, 1.05) + rng.uniform(-5, 5)
+    a = np.clip(a + rng.normal(0, 3.0, a.shape), 0, 255).astype(np.uint8)
+    buf = io.BytesIO()
+    Image.fromarray(a, mode="L").save(buf, "JPEG", quality=int(rng.integers(70, 96)))
+    return np.asarray(Image.open(io.BytesIO(buf.getvalue())).convert("L"))
+
+
+def write_duplicate_set(out_dir: str | Path, n_exact: int = 25, n_near: int = 25, n_shifted: int = 25,
+                        wrong_label: float = 0.8, leak: float = 0.4, seed: int = 0) -> dict:
+    """The clean digits plus ``n_exact`` exact copies, ``n_near`` noised and re-encoded copies
+    (:func:`recompress`) and ``n_shifted`` copies shifted by one pixel with noise (:func:`perturb`) of distinct
+    originals; a ``wrong_label`` share of the copies carries another label. ``labels.csv`` has a ``split`` column
+    (80 % train, 20 % test); a ``leak`` share of the copies is put in the other split than its original.
+
+    Truth: ``duplicate_of`` = the original's path for each copy (empty elsewhere); ``dup_kind`` exact / near /
+    shifted. (The 32×32 digits are 8×8 images upscaled: distinct digits are as close in pixels as a one-pixel
+    shift makes a copy, so the shifted copies measure a limit rather than a target.)"""
     out = Path(out_dir)
     rng = np.random.default_rng(seed)
     digits, y, _ = _digit_images()
     n = len(y)
     split = np.where(rng.uniform(0, 1, n) < 0.8, "train", "test").astype(object)
-    src = rng.choice(n, size=n_exact + n_near, replace=False)
+    src = rng.choice(n, size=n_exact + n_near + n_shifted, replace=False)
     imgs, labels, clean, splits = list(digits), list(y), list(y), list(split)
     dup_of: list[str] = [""] * n
     kind: list[str] = [""] * n
     for j, s in enumerate(src):
-        exact = j < n_exact
-        imgs.append(digits[s].copy() if exact else perturb(digits[s], rng))
+        kind_j = "exact" if j < n_exact else "near" if j < n_exact + n_near else "shifted"
+        imgs.append(digits[s].copy() if kind_j == "exact" else recompress(digits[s], rng) if kind_j == "near"
+                    else perturb(digits[s], rng, max_shift=1, noise=3.0))
         lab = int(y[s])
         if rng.uniform() < wrong_label:
             lab = int((lab + rng.integers(1, 10)) % 10)
@@ -158,11 +174,11 @@ def write_duplicate_set(out_dir: str | Path, n_exact: int = 25, n_near: int = 25
         other = "test" if split[s] == "train" else "train"
         splits.append(other if rng.uniform() < leak else split[s])
         dup_of.append(f"images/{s:05d}.png")
-        kind.append("exact" if exact else "near")
+        kind.append(kind_j)
     names = np.array(DIGIT_NAMES)
     truth = pd.DataFrame({"label": names[np.asarray(clean)], "duplicate_of": dup_of, "dup_kind": kind})
     _write(out, imgs, list(names[np.asarray(labels)]), truth, {"split": splits})
-    summary = {"samples": len(imgs), "exact": n_exact, "near": n_near, "seed": seed,
+    summary = {"samples": len(imgs), "exact": n_exact, "near": n_near, "shifted": n_shifted, "seed": seed,
                "labels": str(out / "labels.csv"), "truth": str(out / "truth.csv"),
                "classes_file": str(out / "classes.txt")}
     (out / "synthetic.json").write_text(json.dumps(summary, indent=2), encoding="utf-8")
