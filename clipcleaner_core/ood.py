@@ -65,11 +65,11 @@ def ood_scores(probe_probs: np.ndarray, knn_probs: np.ndarray, text_sim: np.ndar
     ``flatness`` (the probe's normalised entropy), ``neighbour_spread`` (the neighbours').
     """
     h = normalised_entropy(probe_probs)
-    z_flat = robust_z(-np.log(np.clip(1.0 - h, 1e-6, 1.0)))
+    z_flat = robust_z(-np.log(np.clip(1.0 - h, 1e-6, 1.0)), constant="zero")
     parts = [z_flat]
     z_text = np.full(len(h), np.nan)
     if text_sim is not None and len(text_sim) == len(h):
-        z_text = robust_z(-np.asarray(text_sim, dtype=np.float64))
+        z_text = robust_z(-np.asarray(text_sim, dtype=np.float64), constant="zero")
         parts.append(z_text)
     score = np.sum(parts, axis=0) / np.sqrt(len(parts))
     spread = normalised_entropy(knn_probs)

@@ -121,8 +121,10 @@ def stats_table(values: np.ndarray, hashes: Sequence[str], sample_ids: Sequence[
     return t
 
 
-def robust_z(x: np.ndarray) -> np.ndarray:
-    """Modified z-score (Iglewicz & Hoaglin): (x − median) / (1.4826 · MAD); 0 where the MAD is 0."""
+def robust_z(x: np.ndarray, constant: str = "outlier") -> np.ndarray:
+    """Modified z-score (Iglewicz & Hoaglin): (x − median) / (1.4826 · MAD). When the MAD is 0 (most values equal,
+    e.g. a dataset of one image size) a value equal to the median scores 0 and any other ±inf
+    (``constant="outlier"``), or every value scores 0 (``constant="zero"``)."""
     x = np.asarray(x, dtype=np.float64)
     ok = np.isfinite(x)
     if not ok.any():
@@ -130,7 +132,12 @@ def robust_z(x: np.ndarray) -> np.ndarray:
     med = np.median(x[ok])
     mad = 1.4826 * np.median(np.abs(x[ok] - med))
     if mad <= 1e-12:
-        return np.zeros_like(x)
+        d = np.where(ok, x - med, 0.0)
+        out = np.zeros_like(d)
+        if constant == "outlier":
+            far = np.abs(d) > 1e-9
+            out[far] = np.copysign(np.inf, d[far])
+        return out
     return np.where(ok, (x - med) / mad, 0.0)
 
 
@@ -171,7 +178,7 @@ def quality_issues(stats: pd.DataFrame) -> tuple[list[str], np.ndarray, np.ndarr
     }
     # a flat image has no edges because it has no content: call it low information, not blurry
     margins["blurry"] = np.where(margins["low_information"] > 0, -1.0, margins["blurry"])
-    m = np.stack([np.nan_to_num(margins[k], nan=-1.0) for k in QUALITY_KINDS], axis=1)
+    m = np.stack([np.clip(np.nan_to_num(margins[k], nan=-1.0), -1.0, 100.0) for k in QUALITY_KINDS], axis=1)
     hit = m > 0
     names = np.array(QUALITY_KINDS, dtype=object)
     issues = [";".join(names[r]) for r in hit]
