@@ -144,11 +144,12 @@ def recompress(im: np.ndarray, rng: np.random.Generator) -> np.ndarray:
 
 
 def write_duplicate_set(out_dir: str | Path, n_exact: int = 25, n_near: int = 25, n_shifted: int = 25,
-                        wrong_label: float = 0.8, leak: float = 0.4, seed: int = 0) -> dict:
+                        wrong_label: float = 0.8, leak: float = 0.4, seed: int = 0, limit: int | None = None) -> dict:
     """The clean digits plus ``n_exact`` exact copies, ``n_near`` noised and re-encoded copies
     (:func:`recompress`) and ``n_shifted`` copies shifted by one pixel with noise (:func:`perturb`) of distinct
     originals; a ``wrong_label`` share of the copies carries another label. ``labels.csv`` has a ``split`` column
     (80 % train, 20 % test); a ``leak`` share of the copies is put in the other split than its original.
+    ``limit``: use only the first ``limit`` digits (a smaller set for quick tests).
 
     Truth: ``duplicate_of`` = the original's path for each copy (empty elsewhere); ``dup_kind`` exact / near /
     shifted. (The 32×32 digits are 8×8 images upscaled: distinct digits are as close in pixels as a one-pixel
@@ -156,6 +157,8 @@ def write_duplicate_set(out_dir: str | Path, n_exact: int = 25, n_near: int = 25
     out = Path(out_dir)
     rng = np.random.default_rng(seed)
     digits, y, _ = _digit_images()
+    if limit is not None:
+        digits, y = digits[:limit], y[:limit]
     n = len(y)
     split = np.where(rng.uniform(0, 1, n) < 0.8, "train", "test").astype(object)
     src = rng.choice(n, size=n_exact + n_near + n_shifted, replace=False)
