@@ -10,7 +10,9 @@ A truth file may also mark the issue types beyond wrong labels, in optional colu
   label to find);
 - ``duplicate_of``: the path of the image this one copies (relative to the truth file's folder, like ``path``),
   with an optional ``dup_kind`` (e.g. exact / near) to report each kind apart. A pair is found when both are in
-  the same ``dup_group``; a false group member is a grouped sample with no marked pair inside its group. A truth file is checked when it is given (:func:`read_truth`,
+  the same ``dup_group``; a false group member is a grouped sample with no marked pair inside its group.
+
+A truth file is checked when it is given (:func:`read_truth`,
 :func:`validate_truth_file`): a bad one is refused with one line that names the file and the problem and never
 quotes its content (it may be any file a person typed, e.g. ``/etc/shadow``).
 """
@@ -161,8 +163,8 @@ def truth_issue_marks(scores: pd.DataFrame, truth_file: str | Path) -> pd.DataFr
     if "duplicate_of" in t:
         base = Path(truth_file).absolute().parent
         row_of = {p: i for i, p in enumerate(key)}
-        orig = {a: os.path.normpath(d if os.path.isabs(d) else base / d) for a, d in zip(t["abs_path"], t["duplicate_of"])
-                if d}
+        orig = {a: os.path.normpath(d if os.path.isabs(d) else base / d)
+                for a, d in zip(t["abs_path"], t["duplicate_of"]) if d}
         out["duplicate_of"] = key.map(lambda a: row_of.get(orig.get(a, ""), -1)).astype(np.int64)
         kinds = dict(zip(t["abs_path"], t["dup_kind"])) if "dup_kind" in t else {}
         out["dup_kind"] = key.map(lambda a: kinds.get(a, "") or "copy").where(out["duplicate_of"] >= 0, "")

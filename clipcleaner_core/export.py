@@ -2,7 +2,8 @@
 
 Export columns: ``path, label, original_label, suggested_label, flagged, noise_score, decision, reviewer,
 sample_id, issues`` (``issues``: what flags the sample, ``;``-separated: ``label`` for the default detector, then
-the issue types of :data:`registry.ISSUES` — ``ood``, ``duplicate``, ``dup_conflict``, ``leakage``, ``quality``). ``label`` is the final label after review: the relabel target, else the given label (or, with
+the issue types of :data:`registry.ISSUES` — ``ood``, ``duplicate``, ``dup_conflict``, ``leakage``, ``quality``).
+``label`` is the final label after review: the relabel target, else the given label (or, with
 ``undecided="suggested"``, the suggestion for flagged samples nobody reviewed). Files are written atomically
 (temp file + rename), so a failed export leaves the previous one intact. Source images are never modified.
 Text cells that a spreadsheet would run as a formula (starting with ``= + - @``, tab or CR, and not a plain

@@ -14,7 +14,7 @@ numbers behind them for ``Settings.detection.extra``.
 """
 from __future__ import annotations
 
-from typing import Sequence
+from collections.abc import Sequence
 
 import numpy as np
 

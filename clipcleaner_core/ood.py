@@ -15,8 +15,9 @@ above :data:`OOD_Z` (3.5, the usual cut-off for modified z-scores) and, in absol
 of its nearest neighbours are spread too (their normalised entropy ≥ :data:`MIN_NEIGHBOUR_SPREAD`: a mislabelled
 or merely ambiguous image has neighbours that agree on a class, a foreign one has neighbours with arbitrary labels)
 or the text signal alone is an outlier. Without that floor a clean, well separated dataset (tiny MAD) turns its
-ambiguous images into "none of the classes" (measured: 98 of 1,847 clean digits; 7 with it). Distance to the nearest neighbours is not used
-for the flag: foreign images that resemble each other (a folder of screenshots, textures) are each other's
+ambiguous images into "none of the classes" (measured: 98 of 1,847 clean digits; 7 with it).
+
+Distance to the nearest neighbours is not used for the flag: foreign images that resemble each other (a folder of screenshots, textures) are each other's
 neighbours (measured AUROC 0.17–0.20 on the open-set digits test), and its heavy tail on clean data flags ~5 % of the
 digits demo.
 
@@ -25,7 +26,7 @@ A reviewer's "none of the classes" decision is an ``exclude`` with the note :dat
 """
 from __future__ import annotations
 
-from typing import Sequence
+from collections.abc import Sequence
 
 import numpy as np
 
@@ -60,8 +61,8 @@ def ood_scores(probe_probs: np.ndarray, knn_probs: np.ndarray, text_sim: np.ndar
     """OOD score and flag of each sample.
 
     ``probe_probs`` (N, K): out-of-fold probe probabilities; ``knn_probs`` (N, K): the neighbours' label
-    distribution; ``text_sim`` (N,): :func:`max_text_similarity` when the encoder has a text tower. Returns ``score`` (N,) (combined modified z, higher = less like any class),
-    ``flag`` (N,) bool (see the module doc), and the parts ``z_flat``, ``z_text`` (NaN without text),
+    distribution; ``text_sim`` (N,): :func:`max_text_similarity` when the encoder has a text tower. Returns
+    ``score`` (N,) (combined modified z, higher = less like any class), ``flag`` (N,) bool (see the module doc), and the parts ``z_flat``, ``z_text`` (NaN without text),
     ``flatness`` (the probe's normalised entropy), ``neighbour_spread`` (the neighbours').
     """
     h = normalised_entropy(probe_probs)

@@ -4,7 +4,6 @@ The target tests build their sets from scikit-learn's digits (:mod:`clipcleaner_
 and scan them with the pixels encoder like a user would."""
 from __future__ import annotations
 
-import io
 
 import numpy as np
 import pandas as pd
@@ -207,7 +206,8 @@ def test_open_set_targets(open_set):
 
     t = cleaned_table(s, pd.DataFrame(columns=["sample_id", "action", "label", "reviewer"]), undecided="suggested")
     o_rows = t["issues"].str.contains("ood")
-    assert o_rows.sum() == int(s["ood_flag"].sum()) and (t.loc[o_rows, "label"] == t.loc[o_rows, "original_label"]).all()
+    assert o_rows.sum() == int(s["ood_flag"].sum())
+    assert (t.loc[o_rows, "label"] == t.loc[o_rows, "original_label"]).all()
     assert all("ood" in registry.split_reasons(x) for x in s.loc[s["ood_flag"], "reasons"])
 
 
