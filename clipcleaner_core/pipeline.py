@@ -283,8 +283,6 @@ def _score_and_publish(ws: Workspace, base: Settings, samples: pd.DataFrame, emb
                jsons={"prompts": text.prompts} if text.prompts is not None else {}, embeddings=emb_path)
     log(f"scores: {n_flag} of {len(table)} flagged by '{scoring.method}' "
         f"(criteria: {', '.join(info.criteria_used) or 'none'})")
-    for w in warnings:
-        log(w)
     problems = samples[samples["status"] != "ok"].reset_index(drop=True)
     orphans = orphan_decisions(ws, samples, table["sample_id"], log=log)
     if len(orphans):

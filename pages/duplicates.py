@@ -80,7 +80,7 @@ def one_label(label: str) -> None:
 
 
 with st.container(border=True, key="dup_group_actions"):
-    a1, a2, a3, a4, a5 = st.columns([3, 2, 3, 2, 1], vertical_alignment="bottom")
+    a1, a2, a3, a4, a5 = st.columns([2.6, 2.8, 2.6, 2.4, 0.8], vertical_alignment="bottom")
     keep = a1.selectbox("Keep", range(len(rows)), format_func=lambda j: names[j], key="dup_keep",
                         help="The image to keep; the others are excluded as its duplicates")
     a2.button("Keep it, exclude the rest", key="dup_keep_go", on_click=keep_one, args=(int(keep),),
