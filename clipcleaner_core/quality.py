@@ -31,8 +31,9 @@ STAT_FIELDS: tuple[str, ...] = ("width", "height", "brightness", "bright_p05", "
 DESC_SIDE = 16
 DESC_DIM = DESC_SIDE * DESC_SIDE
 #: version of what :func:`image_stats` computes; part of the embedding cache identity
-STATS_VERSION = 1
+STATS_VERSION = 2
 BLUR_SIDE = 64  # CleanVision's MAX_RESOLUTION_FOR_BLURRY_DETECTION
+STATS_SIDE = 256  # the statistics other than the hash are taken on a copy at most this long
 QUALITY_KINDS: tuple[str, ...] = ("dark", "light", "blurry", "low_information", "odd_size", "odd_aspect")
 DARK_P99 = 0.20
 LIGHT_P05 = 0.95
@@ -49,33 +50,50 @@ def image_stats(img: Image.Image) -> dict:
     64 px wide (CleanVision's blurriness); ``entropy``: of the grayscale histogram, bits), ``"content_hash"``
     (16 hex chars of SHA-1 over the size and the RGB pixels: equal for identical pixels whatever the file format)
     and ``"descriptor"`` (float32 (DESC_DIM,): the 16×16 grayscale thumbnail, box-downsampled, blurred, centred,
-    unit norm; zeros for a flat image).
+    unit norm; zeros for a flat image). Everything but the hash is computed on a copy at most
+    :data:`STATS_SIDE` px on its long side (box filter), so the cost does not grow with the image.
     """
     rgb = img if img.mode == "RGB" else img.convert("RGB")
     w, h = rgb.size
-    a = np.asarray(rgb, dtype=np.float32)
-    lum = np.sqrt(0.241 * a[..., 0] ** 2 + 0.691 * a[..., 1] ** 2 + 0.068 * a[..., 2] ** 2) / 255.0
-    p05, p99 = np.percentile(lum, [5, 99]) if lum.size else (0.0, 0.0)
-    gray = rgb.convert("L")
-    ratio = max(w, h) / BLUR_SIDE
-    small = gray.resize((max(int(w // ratio), 1), max(int(h // ratio), 1))) if ratio > 1 else gray
-    edges = np.asarray(small.filter(ImageFilter.FIND_EDGES), dtype=np.float32)
     digest = hashlib.sha1(f"{w}x{h}:".encode())
     digest.update(rgb.tobytes())
+    ratio = max(w, h) / STATS_SIDE
+    small = rgb.resize((max(int(w // ratio), 1), max(int(h // ratio), 1)), Image.BOX) if ratio > 1 else rgb
+    a = np.asarray(small, dtype=np.float32)
+    lum = np.sqrt(0.241 * a[..., 0] ** 2 + 0.691 * a[..., 1] ** 2 + 0.068 * a[..., 2] ** 2).ravel() / 255.0
+    hist = np.bincount(np.minimum((lum * 1023).astype(np.int64), 1023), minlength=1024).cumsum()
+    p05, p99 = (np.searchsorted(hist, q * (len(lum) - 1)) / 1023.0 for q in (0.05, 0.99)) if len(lum) else (0, 0)
+    gray = small.convert("L")
+    r2 = max(gray.size) / BLUR_SIDE
+    blur_src = gray.resize((max(int(gray.size[0] // r2), 1), max(int(gray.size[1] // r2), 1))) if r2 > 1 else gray
+    edges = np.asarray(blur_src.filter(ImageFilter.FIND_EDGES), dtype=np.float32)
     return {"width": float(w), "height": float(h), "brightness": float(lum.mean()) if lum.size else 0.0,
             "bright_p05": float(p05), "bright_p99": float(p99), "contrast": float(lum.std()) if lum.size else 0.0,
             "edges": float(edges.std()) if edges.size else 0.0, "entropy": float(gray.entropy()),
             "content_hash": digest.hexdigest()[:16], "descriptor": descriptor(gray)}
 
 
+def _blur_matrix(n: int, sigma: float = 1.0) -> np.ndarray:
+    """(n, n) Gaussian blur along one axis with edge pixels repeated (scipy's ``mode="nearest"``)."""
+    r = int(np.ceil(4 * sigma))
+    k = np.exp(-0.5 * (np.arange(-r, r + 1) / sigma) ** 2)
+    k /= k.sum()
+    m = np.zeros((n, n))
+    for i in range(n):
+        for j, wgt in zip(range(i - r, i + r + 1), k):
+            m[i, min(max(j, 0), n - 1)] += wgt
+    return m
+
+
+_BLUR = _blur_matrix(DESC_SIDE)
+
+
 def descriptor(gray: Image.Image) -> np.ndarray:
     """(DESC_DIM,) float32: ``gray`` box-downsampled to 16×16, Gaussian-blurred (σ 1 px), mean removed, unit L2
     norm (all zeros when the thumbnail is flat). Cosine between two of them is a pixel-level similarity that
     ignores resolution, file format, brightness offsets and contrast."""
-    from scipy.ndimage import gaussian_filter
-
     g = np.asarray(gray.resize((DESC_SIDE, DESC_SIDE), Image.BOX), dtype=np.float64)
-    g = gaussian_filter(g, 1.0, mode="nearest").ravel()
+    g = (_BLUR @ g @ _BLUR.T).ravel()
     g -= g.mean()
     norm = np.linalg.norm(g)
     return (g / norm if norm > 1e-6 else np.zeros_like(g)).astype(np.float32)
