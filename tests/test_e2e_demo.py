@@ -109,7 +109,9 @@ def test_cli_demo_scan_evaluate_export(tmp_path):
     t = table.set_index("sample_id")
     assert t.loc[b, "decision"] == "exclude"
     und = table[(table["decision"] == "") & table["flagged"]]
-    assert (und["label"] == und["suggested_label"]).all()
+    ood = und["issues"].str.split(";").map(lambda c: "ood" in c)  # "none of the classes": no class to suggest
+    assert (und.loc[~ood, "label"] == und.loc[~ood, "suggested_label"]).all()
+    assert (und.loc[ood, "label"] == und.loc[ood, "original_label"]).all()
 
 
 def test_rescan_reuses_embeddings_and_rescore_changes_method(demo_dir, tmp_path):
