@@ -49,6 +49,7 @@ nav_pages = {
         st.Page("pages/embedding_map.py", title="Embedding map", icon=":material/scatter_plot:"),
         st.Page("pages/confusion.py", title="Class confusion", icon=":material/grid_on:"),
         st.Page("pages/hard_noise.py", title="Hard noise", icon=":material/compare:"),
+        st.Page("pages/duplicates.py", title="Duplicates", icon=":material/content_copy:"),
     ],
     "Finish": [st.Page("pages/export.py", title="Export", icon=":material/download:")],
 }

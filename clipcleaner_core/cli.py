@@ -76,6 +76,10 @@ def cmd_scan(a: argparse.Namespace) -> int:
           f"by '{scoring.method}'; criteria used: {', '.join(r.settings.detection.criteria_used) or 'none'}")
     if not r.settings.zero_shot.available:
         print(f"note: {r.settings.zero_shot.reason}")
+    from .issues import summary_lines
+
+    for line in summary_lines(r.scores) if len(r.scores) else []:
+        print(f"issues: {line}")
     if len(r.problems):
         print(f"{len(r.problems)} sample(s) could not be used:")
         for reason in r.problems["reason"].head(a.show_problems):
@@ -274,8 +278,13 @@ def cmd_db_decide(a: argparse.Namespace) -> int:
         raise ValueError(f"not in this workspace (neither sample_id nor path): {', '.join(unknown[:5])}")
     if a.action == "relabel" and a.label is None:
         raise ValueError("relabel needs --label NEW_LABEL")
-    items = [{"sample_id": s, "action": a.action, "label": a.label if a.action == "relabel" else None,
-              "given_label": labels[s], "note": a.note} for s in ids]
+    if a.action == "none":  # "none of the classes": an exclude that says why
+        from .ood import none_of_the_classes_items
+
+        items = none_of_the_classes_items(ids, [labels[s] for s in ids])
+    else:
+        items = [{"sample_id": s, "action": a.action, "label": a.label if a.action == "relabel" else None,
+                  "given_label": labels[s], "note": a.note} for s in ids]
     with open_store(ws.path, url=a.db, reviewer=_cli_reviewer(a)) as st:
         group = st.record_many(items)
         print(f"{st.reviewer}: {a.action} on {len(ids)} sample(s) in {st.url} (undo group {group})")
@@ -528,7 +537,8 @@ def build_parser() -> argparse.ArgumentParser:
     du.set_defaults(func=cmd_db_use)
     dd = dbs.add_parser("decide", help="record a decision for samples (one undo group)")
     dd.add_argument("workspace")
-    dd.add_argument("action", choices=("accept", "relabel", "exclude", "unsure", "clear"))
+    dd.add_argument("action", choices=("accept", "relabel", "exclude", "unsure", "clear", "none"),
+                    help="none: the image shows none of the classes (recorded as exclude with that note)")
     dd.add_argument("samples", nargs="+", help="sample ids or dataset paths")
     dd.add_argument("--label", help="the new label (relabel)")
     dd.add_argument("--note")

@@ -165,8 +165,11 @@ def effective_k(y: np.ndarray, k: int) -> int:
 
 def explain(t: pd.DataFrame, criteria: list[str]) -> list[str]:
     """Reason codes per sample (:mod:`registry` keys, ``;``-separated, "" when nothing flags it): each used
-    criterion that rejects the given label, then each detector that flags the sample."""
+    criterion that rejects the given label, then each detector that flags the sample, then each issue type
+    (:data:`registry.ISSUES`) whose flag column ``t`` already has (call it again once they are added)."""
     parts = [np.where(~t[f"{c}_kept"].to_numpy(dtype=bool), c, "") for c in criteria]
     parts += [np.where(t[d.flag_column].to_numpy(dtype=bool), d.key, "") for d in registry.DETECTORS]
+    parts += [np.where(t[e.flag_column].fillna(False).to_numpy(dtype=bool), e.key, "") for e in registry.ISSUES
+              if e.flag_column in t]
     cols = np.stack(parts, axis=1) if parts else np.zeros((len(t), 0), dtype=object)
     return [registry.join_reasons([p for p in row if p]) for row in cols]

@@ -23,6 +23,7 @@ from typing import Callable, Sequence
 
 import numpy as np
 
+from . import quality
 from .encoders import Encoder
 from .images import decode_for_embedding, stand_in
 
@@ -32,7 +33,9 @@ Progress = Callable[[str, int, int], None]  # (stage, done, total)
 
 @dataclass
 class EmbeddingResult:
-    """``features``: (N_ok, D) float16 memmap over ``path``; ``sample_ids`` of its rows; ``failed``: id → reason."""
+    """``features``: (N_ok, D) float16 memmap over ``path``; ``sample_ids`` of its rows; ``failed``: id → reason;
+    ``image_stats``: :func:`quality.stats_table` of the same rows; ``descriptors``: (N_ok, quality.DESC_DIM)
+    float16 thumbnails (:func:`quality.descriptor`)."""
 
     features: np.ndarray
     sample_ids: list[str]
@@ -41,11 +44,14 @@ class EmbeddingResult:
     cache_dir: Path
     reused: bool
     notes: list[str] = field(default_factory=list)  # e.g. cache chunks that were discarded and recomputed
+    image_stats: "object | None" = None  # pandas DataFrame (quality.stats_table)
+    descriptors: np.ndarray | None = None
 
 
 class _ImageSet:
-    """Map-style dataset for torch's DataLoader: index → (tensor, index, ok, reason). Never raises on bad images:
-    a sample that fails to decode gets the encoder's stand-in input (:func:`images.stand_in`) and ok=False."""
+    """Map-style dataset for torch's DataLoader: index → (tensor, index, ok, reason, image statistics). Never raises
+    on bad images: a sample that fails to decode gets the encoder's stand-in input (:func:`images.stand_in`),
+    ok=False and :func:`quality.no_stats`."""
 
     def __init__(self, paths: Sequence[str], preprocess: Callable):
         self.paths = list(paths)
@@ -58,15 +64,17 @@ class _ImageSet:
     def __getitem__(self, i: int):
         d = decode_for_embedding(self.paths[i], self.preprocess)
         if d.ok:
-            return d.x, i, True, ""
+            return d.x, i, True, "", quality.image_stats(d.image)
         if self._stand_in is None:
             self._stand_in = stand_in(self.preprocess)
-        return self._stand_in, i, False, d.reason
+        return self._stand_in, i, False, d.reason, quality.no_stats()
 
 
 def embedding_key(content_key: str, encoder: Encoder) -> str:
-    """Cache key of an embedding run: hash of (dataset content key, encoder identity)."""
-    return hashlib.sha256(f"{content_key}\0{encoder.description}".encode()).hexdigest()[:16]
+    """Cache key of an embedding run: hash of (dataset content key, encoder identity, version of the per-image
+    statistics the chunks carry)."""
+    return hashlib.sha256(f"{content_key}\0{encoder.description}\0stats{quality.STATS_VERSION}".encode()
+                          ).hexdigest()[:16]
 
 
 def _chunk_path(d: Path, c: int) -> Path:
@@ -99,11 +107,12 @@ def _chunk_problem(cache_dir: Path, c: int, expect_ids: Sequence[str]) -> str | 
         z = _load_chunk(cache_dir, c)
     except Exception as e:  # noqa: BLE001 - BadZipFile, EOFError, ValueError, OSError ... of a truncated file
         return f"cannot be read ({type(e).__name__})"
-    if not {"feats", "ok", "reason", "ids"} <= set(z):
-        return "misses arrays"
+    if not {"feats", "ok", "reason", "ids", "stats", "hashes", "desc"} <= set(z):
+        return "misses arrays (written by an older clipcleaner)"
     n = len(expect_ids)
     f = z["feats"]
-    if f.ndim != 2 or f.shape[0] != n or len(z["ok"]) != n or len(z["reason"]) != n:
+    if (f.ndim != 2 or f.shape[0] != n or len(z["ok"]) != n or len(z["reason"]) != n
+            or z["stats"].shape != (n, len(quality.STAT_FIELDS)) or z["desc"].shape != (n, quality.DESC_DIM)):
         return "has the wrong shape"
     if [str(s) for s in z["ids"]] != list(expect_ids):
         return "belongs to other samples"
@@ -132,7 +141,8 @@ class ChunkWriter:
     """Collects per-sample results arriving in any order and writes each chunk file as soon as it is complete.
 
     ``todo``: the chunk numbers to produce for ``n`` samples; ``add(g, feat, ok, reason)`` takes the result of
-    global sample index ``g``. Used by the local engine and the Ray engine, so both write identical caches.
+    global sample index ``g`` (and its :func:`quality.image_stats`). Used by the local engine and the Ray engine,
+    so both write identical caches.
     """
 
     def __init__(self, cache_dir: Path, sample_ids: Sequence[str], todo: Sequence[int]):
@@ -141,19 +151,24 @@ class ChunkWriter:
         self.feats: dict[int, np.ndarray] = {}
         self.ok: dict[int, bool] = {}
         self.reason: dict[int, str] = {}
+        self.stats: dict[int, tuple] = {}
 
-    def add(self, g: int, feat: np.ndarray, ok: bool, reason: str) -> None:
+    def add(self, g: int, feat: np.ndarray, ok: bool, reason: str, stats: dict) -> None:
         self.feats[g], self.ok[g], self.reason[g] = feat, bool(ok), str(reason)
+        self.stats[g] = quality.pack(stats)
         c = g // CHUNK
         self.pending[c] -= 1
         if self.pending[c] == 0:
             rng = range(c * CHUNK, min(self.n, (c + 1) * CHUNK))
+            st = [self.stats.pop(i) for i in rng]
             _write_atomic_npz(
                 _chunk_path(self.cache_dir, c),
                 feats=np.stack([self.feats.pop(i) for i in rng]).astype(np.float16),
                 ok=np.array([self.ok.pop(i) for i in rng]),
                 reason=np.array([self.reason.pop(i) for i in rng], dtype=str),
                 ids=np.array([self.sample_ids[i] for i in rng], dtype=str),
+                stats=np.stack([s[0] for s in st]), hashes=np.array([s[1] for s in st], dtype=str),
+                desc=np.stack([s[2] for s in st]).astype(np.float16),
             )
 
     def incomplete(self) -> list[int]:
@@ -218,10 +233,10 @@ def embed_samples(abs_paths: Sequence[str], sample_ids: Sequence[str], encoder: 
                             pin_memory=torch.cuda.is_available(), persistent_workers=False,
                             prefetch_factor=4 if num_workers > 0 else None)
         writer = ChunkWriter(cache_dir, sample_ids, plan.todo)
-        for x, idx, ok, reason in loader:
+        for x, idx, ok, reason, stats in loader:
             feats = encoder.encode_images(x)
             for j, local in enumerate(idx.tolist()):
-                writer.add(int(order[local]), feats[j], bool(ok[j]), reason[j])
+                writer.add(int(order[local]), feats[j], bool(ok[j]), reason[j], quality.row(stats, j))
             done += len(idx)
             if progress:
                 progress("embed", min(done, n), n)
@@ -240,6 +255,7 @@ def assemble(cache_dir: Path, n_chunks: int, sample_ids: Sequence[str], encoder:
     passed on in the result."""
     failed: dict[str, str] = {}
     keep_ids: list[str] = []
+    img_stats, hashes, descs = [], [], []
     dim = 0
     for c in range(n_chunks):
         z = _load_chunk(cache_dir, c)
@@ -252,6 +268,9 @@ def assemble(cache_dir: Path, n_chunks: int, sample_ids: Sequence[str], encoder:
                 keep_ids.append(s)
             else:
                 failed[s] = str(r)
+        img_stats.append(z["stats"][z["ok"]])
+        hashes += [str(h) for h in z["hashes"][z["ok"]]]
+        descs.append(z["desc"][z["ok"]])
         dim = z["feats"].shape[1]
 
     def valid_chunks():
@@ -265,8 +284,12 @@ def assemble(cache_dir: Path, n_chunks: int, sample_ids: Sequence[str], encoder:
     (cache_dir / "done.json").write_text(json.dumps({"encoder": encoder.identity, "n": len(sample_ids),
                                                      "failed": len(failed)}), encoding="utf-8")
     feats = np.load(out_path, mmap_mode="r")
+    table = quality.stats_table(np.concatenate(img_stats) if img_stats else np.zeros((0, len(quality.STAT_FIELDS))),
+                                hashes, keep_ids)
+    desc = np.concatenate(descs).astype(np.float16) if descs else np.zeros((0, quality.DESC_DIM), np.float16)
     return EmbeddingResult(features=feats, sample_ids=keep_ids, failed=failed, path=out_path,
-                           cache_dir=cache_dir, reused=reused, notes=list(notes))
+                           cache_dir=cache_dir, reused=reused, notes=list(notes), image_stats=table,
+                           descriptors=desc)
 
 
 def _write_npy(out_path: Path, shape: tuple[int, int], blocks, on_block=None) -> None:

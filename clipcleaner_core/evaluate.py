@@ -1,7 +1,18 @@
 """Evaluation against known clean labels: precision / recall / F1 of each detector's flags, AUROC of its score.
 
 A sample is truly mislabelled when its given label differs from the truth file's label. Only scored samples
-that appear in the truth file count. A truth file is checked when it is given (:func:`read_truth`,
+that appear in the truth file count.
+
+A truth file may also mark the issue types beyond wrong labels, in optional columns:
+
+- ``ood`` (``1`` / ``true`` / ``yes``): the image shows none of the classes. Then ``ood_flag`` / ``ood_score`` are
+  evaluated against it, and the label-error metrics count only the other samples (a foreign image has no right
+  label to find);
+- ``duplicate_of``: the path of the image this one copies (relative to the truth file's folder, like ``path``),
+  with an optional ``dup_kind`` (e.g. exact / near) to report each kind apart. A pair is found when both are in
+  the same ``dup_group``; a false group member is a grouped sample with no marked pair inside its group.
+
+A truth file is checked when it is given (:func:`read_truth`,
 :func:`validate_truth_file`): a bad one is refused with one line that names the file and the problem and never
 quotes its content (it may be any file a person typed, e.g. ``/etc/shadow``).
 """
@@ -132,15 +143,78 @@ def evaluate_scores(scores: pd.DataFrame, truth: pd.Series, default_method: str 
             "unmatched": int((~known).sum()), "default_method": default_method, "detectors": rows}
 
 
+TRUE_WORDS = {"1", "true", "yes", "y", "ood"}
+
+
+def truth_issue_marks(scores: pd.DataFrame, truth_file: str | Path) -> pd.DataFrame:
+    """The truth file's issue columns aligned with ``scores`` rows: ``ood`` (bool, NaN where the file does not say),
+    ``duplicate_of`` (row position of the original in ``scores``, −1 none), ``dup_kind`` (str)."""
+    from .issues import read_columns
+
+    t = read_columns(truth_file, {"ood": ("ood", "out_of_distribution"), "duplicate_of": ("duplicate_of",),
+                                  "dup_kind": ("dup_kind",)})
+    out = pd.DataFrame(index=scores.index)
+    key = scores["abs_path"].map(lambda q: os.path.normpath(str(q)))
+    if "ood" in t:
+        known = dict(zip(t["abs_path"], t["ood"].str.strip().str.lower().isin(TRUE_WORDS)))
+        out["ood"] = key.map(known)
+    if "duplicate_of" in t:
+        base = Path(truth_file).absolute().parent
+        row_of = {p: i for i, p in enumerate(key)}
+        orig = {a: os.path.normpath(d if os.path.isabs(d) else base / d)
+                for a, d in zip(t["abs_path"], t["duplicate_of"]) if d}
+        out["duplicate_of"] = key.map(lambda a: row_of.get(orig.get(a, ""), -1)).astype(np.int64)
+        kinds = dict(zip(t["abs_path"], t["dup_kind"])) if "dup_kind" in t else {}
+        out["dup_kind"] = key.map(lambda a: kinds.get(a, "") or "copy").where(out["duplicate_of"] >= 0, "")
+    return out
+
+
+def duplicate_metrics(group: np.ndarray, duplicate_of: np.ndarray, kind: np.ndarray) -> dict:
+    """Found pairs per kind and false group members (see the module doc); arrays aligned with the scores."""
+    g = np.asarray(group, dtype=np.int64)
+    dup = np.asarray(duplicate_of, dtype=np.int64)
+    rows = np.flatnonzero(dup >= 0)
+    found = (g[rows] >= 0) & (g[rows] == g[dup[rows]])
+    per_kind = {}
+    for k in sorted(set(np.asarray(kind, dtype=object)[rows])):
+        m = np.asarray(kind, dtype=object)[rows] == k
+        per_kind[str(k)] = {"pairs": int(m.sum()), "grouped": int(found[m].sum()),
+                            "recall": float(found[m].mean()) if m.any() else float("nan")}
+    real = np.zeros(len(g), dtype=bool)
+    real[rows[found]] = True
+    real[dup[rows[found]]] = True
+    false = (g >= 0) & ~real
+    return {"pairs": int(len(rows)), "grouped": int(found.sum()),
+            "recall": float(found.mean()) if len(rows) else float("nan"), "by_kind": per_kind,
+            "samples_in_groups": int((g >= 0).sum()), "false_members": int(false.sum()),
+            "false_share": float(false.mean()) if len(g) else 0.0}
+
+
 def evaluate_workspace(workspace: str | Path | Workspace, truth_file: str | Path) -> dict:
-    """Load a scanned workspace and evaluate every detector against ``truth_file`` (``path,label``)."""
+    """Load a scanned workspace and evaluate every detector against ``truth_file`` (``path,label``, and the
+    issue columns of the module doc when it has them)."""
     ws = workspace if isinstance(workspace, Workspace) else Workspace(workspace)
     scores = ws.scores()
     if not len(scores):
         raise ValueError(f"{ws.path}: no sample was scored in this workspace (every file was unusable); "
                          f"nothing to evaluate")
     truth_file = validate_truth_file(truth_file, scores)
-    result = evaluate_scores(scores, truth_labels(scores, truth_file), ws.settings().method)
+    truth = truth_labels(scores, truth_file)
+    marks = truth_issue_marks(scores, truth_file)
+    is_ood = marks["ood"] if "ood" in marks else None
+    if is_ood is not None and "ood_flag" in scores:
+        known = is_ood.notna().to_numpy()
+        y = is_ood[known].astype(bool).to_numpy()
+        ood_res = {"samples": int(known.sum()), "ood": int(y.sum()),
+                   **detector_metrics(y, scores["ood_flag"].to_numpy(dtype=bool)[known],
+                                      scores["ood_score"].to_numpy(dtype=np.float64)[known])}
+        truth = truth.where(~is_ood.fillna(False).astype(bool))  # labels: the in-distribution samples only
+    result = evaluate_scores(scores, truth, ws.settings().method)
+    if is_ood is not None and "ood_flag" in scores:
+        result["ood"] = ood_res
+    if "duplicate_of" in marks and "dup_group" in scores:
+        result["duplicates"] = duplicate_metrics(scores["dup_group"].to_numpy(), marks["duplicate_of"].to_numpy(),
+                                                 marks["dup_kind"].to_numpy(dtype=object))
     result["truth_file"] = str(truth_file)
     return result
 
@@ -161,4 +235,16 @@ def format_table(result: dict) -> str:
     for key, m in result["detectors"].items():
         lines.append(f"{m['detector']:<38}{m['flagged']:>8}{m['precision']:>10.3f}{m['recall']:>8.3f}"
                      f"{m['f1']:>7.3f}{m['auroc']:>8.3f}")
+    o = result.get("ood")
+    if o:
+        lines += ["", f"none of the classes (ood_flag): {o['ood']} of {o['samples']} marked in the truth file "
+                      "(label metrics above exclude them)",
+                  f"{'ood_flag':<38}{o['flagged']:>8}{o['precision']:>10.3f}{o['recall']:>8.3f}{o['f1']:>7.3f}"
+                  f"{o['auroc']:>8.3f}"]
+    d = result.get("duplicates")
+    if d:
+        lines += ["", f"duplicates: {d['grouped']} of {d['pairs']} marked pairs in one group "
+                      f"({d['recall']:.1%}); false group members {d['false_members']} ({d['false_share']:.2%} of "
+                      f"the samples)"]
+        lines += [f"  {k:<12}{v['grouped']:>5} of {v['pairs']:<5} {v['recall']:.1%}" for k, v in d["by_kind"].items()]
     return "\n".join(lines)

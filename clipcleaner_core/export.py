@@ -1,7 +1,9 @@
 """Export stage: the cleaned label table (CSV), a JSON report and optionally an ImageFolder of the cleaned set.
 
 Export columns: ``path, label, original_label, suggested_label, flagged, noise_score, decision, reviewer,
-sample_id``. ``label`` is the final label after review: the relabel target, else the given label (or, with
+sample_id, issues`` (``issues``: what flags the sample, ``;``-separated: ``label`` for the default detector, then
+the issue types of :data:`registry.ISSUES` — ``ood``, ``duplicate``, ``dup_conflict``, ``leakage``, ``quality``).
+``label`` is the final label after review: the relabel target, else the given label (or, with
 ``undecided="suggested"``, the suggestion for flagged samples nobody reviewed). Files are written atomically
 (temp file + rename), so a failed export leaves the previous one intact. Source images are never modified.
 Text cells that a spreadsheet would run as a formula (starting with ``= + - @``, tab or CR, and not a plain
@@ -28,7 +30,7 @@ from .csvio import escape_formula, to_safe_csv  # noqa: F401 - part of this modu
 from .workspace import Workspace, atomic_write_text, current_umask
 
 EXPORT_COLUMNS = ["path", "label", "original_label", "suggested_label", "flagged", "noise_score", "decision",
-                  "reviewer", "sample_id"]
+                  "reviewer", "sample_id", "issues"]
 EXCLUDED_CHOICES = ("drop", "keep")
 UNDECIDED_CHOICES = ("keep", "suggested", "drop", "drop-flagged")
 #: longest file or folder name (in UTF-8 bytes) the ImageFolder export writes; longer ones are shortened + hashed
@@ -61,14 +63,16 @@ def invalid_relabels(decisions: pd.DataFrame, classes: list[str]) -> pd.DataFram
 
 
 def cleaned_table(scores: pd.DataFrame, decisions: pd.DataFrame, excluded: str = "drop",
-                  undecided: str = "keep", classes: list[str] | None = None) -> pd.DataFrame:
+                  undecided: str = "keep", classes: list[str] | None = None, method: str = "ensemble") -> pd.DataFrame:
     """Apply review ``decisions`` to ``scores``; returns the export table (see module doc), one row per sample.
 
     ``excluded``: ``drop`` rows marked exclude, or ``keep`` them (decision column says exclude).
     ``undecided``: for samples without a decision, ``keep`` the given label, use the ``suggested`` label for
     flagged ones, ``drop`` all undecided, or ``drop-flagged`` (drop only flagged undecided samples).
     ``classes``: when given, a relabel to a label that is not one of them (or that spans several lines) is
-    refused with a ``ValueError`` naming the sample, instead of being exported.
+    refused with a ``ValueError`` naming the sample, instead of being exported. ``method``: the default detector,
+    whose flag is ``label`` in the ``issues`` column. A sample flagged as "none of the classes" (``ood_flag``)
+    never takes the suggested label (no class fits it): it keeps its given label unless a reviewer decides.
     """
     if excluded not in EXCLUDED_CHOICES:
         raise ValueError(f"excluded must be one of {EXCLUDED_CHOICES}")
@@ -102,8 +106,13 @@ def cleaned_table(scores: pd.DataFrame, decisions: pd.DataFrame, excluded: str =
     is_relabel = out["decision"] == "relabel"
     label[is_relabel] = relabel_to[is_relabel].astype(str)
     undecided_mask = out["decision"] == ""
+    from .issues import issue_codes
+
+    out["issues"] = issue_codes(scores, method)
     if undecided == "suggested":
         take = undecided_mask & out["flagged"]
+        if "ood_flag" in scores:
+            take &= ~scores["ood_flag"].fillna(False).astype(bool).to_numpy()
         label[take] = out.loc[take, "suggested_label"]
     out.insert(1, "label", label)
     keep = np.ones(len(out), dtype=bool)
@@ -132,7 +141,7 @@ def export_csv(workspace: str | Path | Workspace, out: str | Path | None = None,
     ws.require()
     path = _file_target(out, "CSV") if out else ws.exports_dir / "cleaned.csv"
     table = cleaned_table(ws.scores(), decisions_frame(ws, db_url), excluded=excluded, undecided=undecided,
-                          classes=ws.classes())
+                          classes=ws.classes(), method=ws.settings().method)
     atomic_write_text(path, to_safe_csv(table))
     return path, table
 
@@ -157,6 +166,8 @@ def export_report(workspace: str | Path | Workspace, table: pd.DataFrame, out: s
         "relabel_pairs": {f"{a} -> {b}": int(n) for (a, b), n in
                           relabels.groupby(["original_label", "label"]).size().items()},
         "unusable_samples": int(settings.counts.get("unusable", 0)),
+        "issues": {k: int(v) for k, v in _issue_counts(scores).items()},
+        "data_health": [n for n in settings.notes if n.startswith("data health: ")],
         **(extra or {}),
     }
     from .estimate import estimate_report, estimate_workspace
@@ -165,6 +176,12 @@ def export_report(workspace: str | Path | Workspace, table: pd.DataFrame, out: s
     path = _file_target(out, "report") if out else ws.exports_dir / "report.json"
     atomic_write_text(path, json.dumps(report, indent=2))
     return path, report
+
+
+def _issue_counts(scores: pd.DataFrame) -> dict[str, int]:
+    from .issues import counts
+
+    return counts(scores)
 
 
 def _name_part(name: str, used: dict[str, str] | None = None, key: str = "") -> str:

@@ -16,10 +16,11 @@ from typing import Callable
 import numpy as np
 import pandas as pd
 
-from . import __version__
+from . import __version__, registry
 from .dataset import STATUS_UNREADABLE, load_dataset
 from .config import EncoderConfig, ScoreConfig
-from .detectors import Detection, detect
+from . import issues, quality
+from .detectors import Detection, detect, explain
 from .embeddings import embed_samples, embedding_key
 from .encoders import Encoder, make_encoder
 from .noise import centroid_similarity
@@ -115,6 +116,10 @@ def scan(data: str | Path, workspace: str | Path | Workspace, *, root: str | Non
     ds = load_dataset(data, root=root, classes_file=classes_file, allow_outside_root=allow_outside_root,
                       skip_dirs=(ws.path,))  # a workspace inside an ImageFolder is not a class
     timings["dataset_s"] = time.perf_counter() - t0
+    if ds.kind == "table" and "split" not in ds.samples:  # train/val/test column: duplicates across it are leakage
+        split = issues.table_splits(data, ds.samples, root)
+        if split is not None:
+            ds.samples["split"] = split
     n_bad = int((ds.samples["status"] != "ok").sum())
     log(f"dataset: {len(ds.samples)} samples, {len(ds.classes)} classes, {n_bad} unusable")
 
@@ -161,7 +166,29 @@ def scan(data: str | Path, workspace: str | Path | Workspace, *, root: str | Non
         counts={"samples": int(len(ds.samples)), "unusable": int((ds.samples["status"] != "ok").sum())},
         notes=tuple(ds.notes), versions=_versions(), clipcleaner_version=__version__,
         scanned_at=datetime.now(timezone.utc).isoformat(timespec="seconds"), timings=timings)
-    return _score_and_publish(ws, base, ds.samples, emb_path, text, scoring, progress, log)
+    return _score_and_publish(ws, base, ds.samples, emb_path, text, scoring, progress, log,
+                              _ImageFacts(emb.image_stats, emb.descriptors))
+
+
+@dataclass
+class _ImageFacts:
+    """Per-image statistics (:func:`quality.stats_table`) and thumbnail descriptors from the embedding decode,
+    rows aligned with the embeddings; None when unknown (embeddings computed elsewhere)."""
+
+    stats: pd.DataFrame | None = None
+    descriptors: np.ndarray | None = None
+
+    @classmethod
+    def published(cls, ws: Workspace) -> "_ImageFacts":
+        """What the published set of ``ws`` holds (its ``img_*`` / ``content_hash`` columns and descriptors)."""
+        s = ws.scores()
+        cols = [f"img_{f}" for f in quality.STAT_FIELDS]
+        stats = None
+        if all(c in s for c in cols) and "content_hash" in s:
+            stats = quality.stats_table(s[cols].to_numpy(dtype=np.float32), s["content_hash"].astype(str),
+                                        s["sample_id"])
+        d = ws.array("descriptors")
+        return cls(stats, None if d is None else np.asarray(d))
 
 
 def rescore(workspace: str | Path | Workspace, scoring: ScoreConfig | None = None, *,
@@ -179,20 +206,23 @@ def rescore(workspace: str | Path | Workspace, scoring: ScoreConfig | None = Non
                      prompts, m.settings.zero_shot)
     ws.embeddings()  # checks the published embeddings against the manifest before using them
     return _score_and_publish(ws, m.settings, ws.dataset(), ws.artifact_path("embeddings"), text, scoring,
-                              progress, log)
+                              progress, log, _ImageFacts.published(ws))
 
 
 def score_embeddings(workspace: str | Path | Workspace, settings: Settings, samples: pd.DataFrame,
                      embeddings: Path, *, text_features: np.ndarray | None = None,
                      text_class: np.ndarray | None = None, prompts: list[str] | None = None,
                      scoring: ScoreConfig | None = None, progress: Progress | None = None,
-                     log: Log | None = None) -> ScanResult:
+                     log: Log | None = None, image_stats: pd.DataFrame | None = None,
+                     descriptors: np.ndarray | None = None) -> ScanResult:
     """Score embeddings computed elsewhere and publish them as the workspace's set.
 
     ``samples``: the dataset table (columns of ``dataset.parquet``; rows with ``status == "ok"`` are scored, in
     order); ``embeddings``: an ``.npy`` (N_ok, D) float16 unit-norm matrix, best placed in
     ``ws.embedding_cache(settings.embedding_key)``; ``text_features`` (M, D) / ``text_class`` (M,) / ``prompts``
-    (M,) enable zero-shot. ``settings`` describes where they came from (classes, encoder, …).
+    (M,) enable zero-shot. ``settings`` describes where they came from (classes, encoder, …). ``image_stats``
+    (:func:`quality.stats_table`) and ``descriptors`` (N_ok, quality.DESC_DIM), rows aligned with the embeddings,
+    enable exact duplicates, pixel-level near duplicates and the image-quality flags.
     """
     ws = workspace if isinstance(workspace, Workspace) else Workspace(workspace)
     if text_features is None:
@@ -203,12 +233,15 @@ def score_embeddings(workspace: str | Path | Workspace, settings: Settings, samp
                          {"texts": list(prompts or [""] * len(owner)), "class_index": owner.tolist()},
                          replace(settings.zero_shot, available=True, prompts=len(owner)))
     return _score_and_publish(ws, settings, samples, Path(embeddings), text,
-                              (scoring or settings.scoring).validate(), progress, log or (lambda m: None))
+                              (scoring or settings.scoring).validate(), progress, log or (lambda m: None),
+                              _ImageFacts(image_stats, descriptors))
 
 
 def _score_and_publish(ws: Workspace, base: Settings, samples: pd.DataFrame, emb_path: Path, text: _TextSide,
-                       scoring: ScoreConfig, progress: Progress | None, log: Log) -> ScanResult:
-    """Score the usable rows of ``samples`` on the embeddings at ``emb_path`` and publish the whole set."""
+                       scoring: ScoreConfig, progress: Progress | None, log: Log,
+                       image: _ImageFacts | None = None) -> ScanResult:
+    """Score the usable rows of ``samples`` on the embeddings at ``emb_path`` (label detectors, then the issue
+    types of :mod:`issues`) and publish the whole set."""
     classes = list(base.classes)
     ok = samples[samples["status"] == "ok"].reset_index(drop=True)
     feats = np.asarray(np.load(emb_path, mmap_mode="r"), dtype=np.float32)
@@ -219,6 +252,7 @@ def _score_and_publish(ws: Workspace, base: Settings, samples: pd.DataFrame, emb
     t0 = time.perf_counter()
     y = ok["label_idx"].to_numpy(dtype=np.int64)
     arrays: dict[str, np.ndarray] = {}
+    warnings: list[str] = []
     if len(ok) == 0:
         table = pd.DataFrame({c: pd.Series(dtype=object) for c in REQUIRED_SCORE_COLUMNS})
         info = DetectionInfo()
@@ -227,11 +261,15 @@ def _score_and_publish(ws: Workspace, base: Settings, samples: pd.DataFrame, emb
     else:
         det = detect(feats, y, classes, scoring, text.features, text.class_index, progress=progress)
         table = pd.concat([ok[["sample_id", "path", "abs_path"]], det.table], axis=1)
-        info = DetectionInfo.from_dict(det.info)
-        arrays = {**_prob_arrays(det), "neighbors": det.neighbors.astype(np.int32), "neighbor_sims": det.neighbor_sims.astype(np.float16),
+        table, found, warnings = _issues(table, feats, det, classes, scoring, text, ok, image or _ImageFacts())
+        info = DetectionInfo.from_dict({**det.info, "extra": {"issues": found}})
+        arrays = {**_prob_arrays(det), "neighbors": det.neighbors.astype(np.int32),
+                  "neighbor_sims": det.neighbor_sims.astype(np.float16),
                   "class_similarity": class_similarity(feats, y, len(classes), text.features, text.class_index)}
     if text.features is not None:
         arrays["text_features"] = text.features
+    if image is not None and image.descriptors is not None and len(image.descriptors) == len(table):
+        arrays["descriptors"] = np.asarray(image.descriptors, dtype=np.float16)
     elapsed = time.perf_counter() - t0
     n_flag = int(table["flagged"].sum()) if len(table) else 0
     settings = replace(base, scoring=scoring, detection=info,
@@ -239,6 +277,7 @@ def _score_and_publish(ws: Workspace, base: Settings, samples: pd.DataFrame, emb
                        class_similarity_source="CLIP text prototypes" if text.features is not None
                        else "image-feature class centroids",
                        counts={**base.counts, "scored": int(len(table)), "flagged": n_flag},
+                       notes=tuple(n for n in base.notes if not n.startswith(issues.health.PREFIX)) + tuple(warnings),
                        timings={**base.timings, "score_s": elapsed})
     ws.publish(settings, tables={"dataset": samples, "scores": table}, arrays=arrays,
                jsons={"prompts": text.prompts} if text.prompts is not None else {}, embeddings=emb_path)
@@ -259,6 +298,30 @@ def _prob_arrays(det: Detection) -> dict[str, np.ndarray]:
     for src, p in det.probs.items():
         out.update(p.arrays(src))
     return out
+
+
+def _issues(table: pd.DataFrame, feats: np.ndarray, det: Detection, classes: list[str], scoring: ScoreConfig,
+            text: _TextSide, ok: pd.DataFrame, image: _ImageFacts) -> tuple[pd.DataFrame, dict, list[str]]:
+    """``table`` with the issue-type columns of :func:`issues.detect_issues` (and the image statistics as
+    ``img_*`` / ``content_hash``), ``flagged`` widened to the "none of the classes" samples, and ``reasons``
+    recomputed now that every flag column exists. Returns (table, facts, health warnings)."""
+    stats = image.stats
+    if stats is not None and (len(stats) != len(table) or list(stats["sample_id"]) != list(table["sample_id"])):
+        stats = None  # not the rows scored here: better none than misaligned
+    desc = image.descriptors if image.descriptors is not None and len(image.descriptors) == len(table) else None
+    res = issues.detect_issues(table, feats, det.probs, det.neighbors, det.neighbor_sims, classes,
+                               table[f"{registry.detector(scoring.method).prefix}_flag"].to_numpy(dtype=bool),
+                               text_features=text.features, image_stats=stats, descriptors=desc,
+                               splits=ok["split"].to_numpy(dtype=object) if "split" in ok else None,
+                               probe_out_of_fold=scoring.probe == "cv", seed=scoring.seed)
+    table = pd.concat([table, res.columns], axis=1)
+    if stats is not None:
+        for f in quality.STAT_FIELDS:
+            table[f"img_{f}"] = stats[f].to_numpy(dtype=np.float32)
+        table["content_hash"] = stats["content_hash"].to_numpy(dtype=object)
+    table["flagged"] = table["flagged"].to_numpy(dtype=bool) | table["ood_flag"].to_numpy(dtype=bool)
+    table["reasons"] = explain(table, det.criteria)
+    return table, res.info, res.warnings
 
 
 def orphan_decisions(ws: Workspace, samples: pd.DataFrame, scored_ids, db_url: str | None = None,

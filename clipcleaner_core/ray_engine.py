@@ -31,6 +31,7 @@ from typing import Any, Callable, Iterator, Sequence
 
 import numpy as np
 
+from . import quality
 from .embeddings import ChunkWriter, EmbeddingResult, assemble, plan_embedding
 from .encoders import Encoder
 from . import images
@@ -105,7 +106,8 @@ def _decode_cell(data: Any, orig: str, preprocess: Callable) -> images.Decoded:
 
 def _decoded_columns(decoded: list, preprocess: Callable, **ids: np.ndarray) -> dict[str, np.ndarray]:
     """The columns a decode task hands to the encode actors (``ids`` name the samples: ``idx``, or ``url`` +
-    ``key``, or ``url`` alone): failed samples get the stand-in input."""
+    ``key``, or ``url`` alone) with the image statistics (``stat_*``, :func:`quality.batch_columns`): failed samples
+    get the stand-in input."""
     zero = None
     xs = []
     for d in decoded:
@@ -117,7 +119,8 @@ def _decoded_columns(decoded: list, preprocess: Callable, **ids: np.ndarray) -> 
             "key": np.full(n, "", dtype=object)}
     cols.update({k: np.asarray(v, dtype=cols[k].dtype) for k, v in ids.items()})
     return {**cols, "x": np.stack(xs), "ok": np.asarray([d.ok for d in decoded], dtype=bool),
-            "reason": np.asarray([d.reason for d in decoded], dtype=object)}
+            "reason": np.asarray([d.reason for d in decoded], dtype=object),
+            **quality.batch_columns([quality.image_stats(d.image) if d.ok else quality.no_stats() for d in decoded])}
 
 
 def _webdataset_image(fname: str) -> bool:
@@ -381,7 +384,7 @@ def embed_samples_ray(abs_paths: Sequence[str], sample_ids: Sequence[str], encod
                             if g is None or g not in reads.todo:
                                 continue
                             del reads.todo[g]
-                            writer.add(g, b["feats"][j], bool(b["ok"][j]), str(b["reason"][j]))
+                            writer.add(g, b["feats"][j], bool(b["ok"][j]), str(b["reason"][j]), quality.row(b, j))
                             state["done"] += 1
                         if progress:
                             progress("embed", min(state["done"], plan.n), plan.n)

@@ -30,10 +30,12 @@ class Entry:
     short: str
     colour: str
     description: str
+    flag: str = ""
+    """Name of the flag column when it is not ``{prefix}_flag`` (an issue type that shares another's score)."""
 
     @property
     def flag_column(self) -> str:
-        return f"{self.prefix}_flag"
+        return self.flag or f"{self.prefix}_flag"
 
     @property
     def score_column(self) -> str:
@@ -71,8 +73,33 @@ SOURCES: tuple[Entry, ...] = (
           "Label distribution of the nearest neighbours."),
     Entry("ens", "source", "ens", "ensemble", "ensemble", "#4f46e5", "Mean of the available sources."),
 )
-ISSUES: tuple[Entry, ...] = ()
-"""Issue types beyond wrong labels (out-of-distribution, duplicates, image quality) register here."""
+ISSUES: tuple[Entry, ...] = (
+    Entry("ood", "issue", "ood", "none of the classes (out of distribution)", "none of the classes", "#0f766e",
+          "The image fits none of the classes: the out-of-fold probe spreads its probability over all classes and, "
+          "with CLIP, the image is far from every class prompt (modified z-score above 3.5)."),
+    Entry("duplicate", "issue", "dup", "duplicate (exact or near)", "duplicate", "#db2777",
+          "The same pixels as another image (content hash), or closer to it than the dataset's calibrated "
+          "near-duplicate threshold."),
+    Entry("dup_conflict", "issue", "dup", "duplicates with conflicting labels", "label conflict", "#be123c",
+          "A duplicate group whose images carry different given labels.", flag="dup_conflict"),
+    Entry("leakage", "issue", "dup", "duplicate across splits (leakage)", "split leakage", "#7c3aed",
+          "A duplicate group that spans more than one value of the table's split column (train/val/test).",
+          flag="dup_leak"),
+    Entry("quality", "issue", "quality", "unusable image (dark, light, blurry, low information, odd size/aspect)",
+          "image quality", "#64748b",
+          "Very dark or bright, blurry or nearly empty compared with the rest of the dataset, or of an odd size or "
+          "aspect ratio."),
+)
+"""Issue types beyond wrong labels (:mod:`clipcleaner_core.issues`). ``kind == "issue"``; several may share one
+score column (``dup_score``) and name their own flag column."""
+
+
+def issue(key: str) -> Entry:
+    """The issue type ``key`` (one of :data:`ISSUES`)."""
+    for e in ISSUES:
+        if e.key == key:
+            return e
+    raise KeyError(f"unknown issue type {key!r}; known: {', '.join(e.key for e in ISSUES)}")
 
 
 def _index(entries: Iterable[Entry]) -> dict[str, Entry]:

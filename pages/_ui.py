@@ -236,7 +236,8 @@ def _bump(msg: str) -> None:
 def act(ctx: Ctx, rows: list[int] | np.ndarray, action: str, label: str | None = None,
         to_suggestion: bool = False) -> None:
     """Record ``action`` for the samples at ``rows`` (one transaction, one undo group). ``to_suggestion``:
-    relabel each to its own suggested label."""
+    relabel each to its own suggested label. ``action="none"``: the image shows none of the classes (recorded as
+    an exclude with that note, :func:`ood.none_of_the_classes_items`)."""
     rows = [int(r) for r in rows]
     if not rows:
         return
@@ -246,16 +247,22 @@ def act(ctx: Ctx, rows: list[int] | np.ndarray, action: str, label: str | None =
     if to_suggestion:
         items = [{"sample_id": s, "action": "relabel", "label": sug, "given_label": g}
                  for s, sug, g in zip(sub["sample_id"], sub["suggested_label"], sub["label"])]
+    elif action == "none":
+        from clipcleaner_core.ood import none_of_the_classes_items
+
+        items = none_of_the_classes_items(list(sub["sample_id"]), list(sub["label"]))
     else:
         items = [{"sample_id": s, "action": action, "label": label if action == "relabel" else None,
                   "given_label": g} for s, g in zip(sub["sample_id"], sub["label"])]
     if len(items) == 1:
         it = items[0]
-        store.record(it["sample_id"], it["action"], it["label"], given_label=it["given_label"], reviewer=who)
+        store.record(it["sample_id"], it["action"], it["label"], given_label=it["given_label"],
+                     note=it.get("note"), reviewer=who)
     else:
         store.record_many(items, reviewer=who)
     what = {"accept": "kept the given label of", "exclude": "excluded", "unsure": "marked unsure",
-            "relabel": "relabelled", "clear": "cleared the decision of"}[items[0]["action"]]
+            "relabel": "relabelled", "clear": "cleared the decision of",
+            "none": "marked as none of the classes:"}[action if action == "none" else items[0]["action"]]
     target = f" → {items[0]['label']}" if len(items) == 1 and items[0]["action"] == "relabel" else ""
     name = Path(str(sub["path"].iloc[0])).name if len(items) == 1 else f"{len(items)} samples"
     _bump(f"{what.capitalize()} {name}{target}. Undo: Z")
@@ -357,6 +364,9 @@ def sample_grid(ctx: Ctx, rows: np.ndarray, key: str, *, shortcuts: bool = True,
                   icon=":material/block:", shortcut="X" if sc else None, help="Exclude from the cleaned set")
         st.button("Unsure", key=f"{key}_fu", on_click=do, args=("unsure",), kwargs={"advance": True},
                   icon=":material/help:", shortcut="U" if sc else None, help="Mark unsure (decide later)")
+        st.button("None of the classes", key=f"{key}_fn", on_click=do, args=("none",), kwargs={"advance": True},
+                  icon=":material/hide_image:", shortcut="N" if sc else None,
+                  help="The image shows none of the classes: excluded, with that reason")
         st.button("Undo", key=f"{key}_undo", on_click=undo, args=(ctx,), icon=":material/undo:",
                   shortcut="Z" if sc else None, help="Undo your last action (also bulk actions)")
         with st.popover(f"Whole page ({len(page_rows)})", icon=":material/select_all:"):

@@ -37,7 +37,8 @@ undecided = c2.radio("Undecided samples (incl. 'unsure')", list(UND), format_fun
 
 @st.cache_data(max_entries=16, show_spinner=False)
 def _table(path: str, generation: str, dec_stamp: tuple, excluded: str, undecided: str):
-    t = export.cleaned_table(ctx.scores, ctx.decisions(), excluded=excluded, undecided=undecided)
+    t = export.cleaned_table(ctx.scores, ctx.decisions(), excluded=excluded, undecided=undecided,
+                             method=ctx.settings.method)
     return t, export.to_safe_csv(t)
 
 

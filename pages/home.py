@@ -9,7 +9,7 @@ import pandas as pd
 import plotly.graph_objects as go
 import streamlit as st
 
-from clipcleaner_core import registry, views
+from clipcleaner_core import health, issues, registry, views
 from clipcleaner_core.pipeline import DEFAULT_PRETRAINED
 from clipcleaner_core.workspace import Workspace
 from pages import _ui
@@ -200,6 +200,18 @@ m[2].metric("Flagged", f"{summ['flagged']:,}", f"{summ['flagged_share']:.1%} of 
 m[3].metric("Reviewed", f"{reviewed:,}", f"of {summ['flagged']:,} flagged", delta_color="off", delta_arrow="off")
 m[4].metric("Unusable files", f"{len(summ['problems']):,}", help="Missing / unreadable / unknown label; not scored")
 
+# issue types beyond wrong labels (registry.ISSUES) and the data-health warnings of the scan
+issue_counts = issues.counts(ctx.scores)
+st.markdown("#### Other issues")
+for col, e in zip(st.columns(len(registry.ISSUES)), registry.ISSUES):
+    col.metric(e.short.capitalize(), f"{issue_counts[e.key]:,}", help=e.description)
+health_notes = [n for n in S.notes if n.startswith(health.PREFIX)]
+if health_notes:
+    with st.container(border=True, key="home_health"):
+        st.markdown(":material/health_and_safety: **Data health** — read this before trusting the flags")
+        for n in health_notes:
+            st.text(n[len(health.PREFIX):])  # plain text: the warnings quote class names
+
 pills = [f"<span class='cc-pill'>encoder: {views.encoder_description(S)}</span>",
          f"<span class='cc-pill'>method: {summ['method']}</span>",
          f"<span class='cc-pill'>suggestions from: {summ['suggestion_source']}</span>"]
@@ -250,10 +262,11 @@ with st.expander(f"Unusable files ({len(probs):,})", expanded=0 < len(probs) <= 
         st.caption("Every file was readable and had a known label.")
 
 st.markdown("#### Next")
-n1, n2, n3 = st.columns(3)
+n1, n2, n3, n4 = st.columns(4)
 n1.page_link("pages/suspects.py", label="Review the suspects", icon=":material/grid_view:")
-n2.page_link("pages/embedding_map.py", label="Explore the embedding map", icon=":material/scatter_plot:")
-n3.page_link("pages/export.py", label="Export the cleaned CSV", icon=":material/download:")
+n2.page_link("pages/duplicates.py", label="Review the duplicates", icon=":material/content_copy:")
+n3.page_link("pages/embedding_map.py", label="Explore the embedding map", icon=":material/scatter_plot:")
+n4.page_link("pages/export.py", label="Export the cleaned CSV", icon=":material/download:")
 
 with st.expander("Open another workspace, scan a dataset or build the demo", icon=":material/swap_horiz:"):
     start_panel()

@@ -120,8 +120,8 @@ def test_exif_rotated_jpeg_is_upright(tmp_path):
     from clipcleaner_core.encoders import PixelEncoder
 
     enc = PixelEncoder(size=8)
-    x, _, ok, reason = _ImageSet([str(p)], enc.preprocess)[0]
-    assert ok and reason == ""
+    x, _, ok, reason, stats = _ImageSet([str(p)], enc.preprocess)[0]
+    assert ok and reason == "" and stats["width"] == upright.size[0]  # statistics of the upright image
     want = enc.preprocess(upright).numpy()
     wrong = enc.preprocess(upright.transpose(Image.Transpose.ROTATE_90)).numpy()
     assert np.abs(x.numpy() - want).mean() < 0.03 < np.abs(x.numpy() - wrong).mean()

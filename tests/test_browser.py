@@ -7,6 +7,7 @@ missing and the CI environment variable is not set.
 """
 from __future__ import annotations
 
+import contextlib
 import os
 import socket
 import subprocess
@@ -37,37 +38,46 @@ def _free_port() -> int:
         return s.getsockname()[1]
 
 
-@pytest.fixture(scope="module")
-def server(tmp_path_factory):
-    tmp = tmp_path_factory.mktemp("browser")
+@contextlib.contextmanager
+def serve_app(tmp: Path, env_extra: dict[str, str]):
+    """``streamlit run app.py`` on a free localhost port with ``env_extra`` set; yields its URL once healthy and
+    stops the server afterwards. Its log is ``tmp/server.log``."""
     port = _free_port()
     env = {k: v for k, v in os.environ.items() if k != "CLIPCLEANER_WORKSPACE"}
-    env.update(CLIPCLEANER_DEMO_DIR=str(tmp / "demo"), HF_HUB_OFFLINE="1", PYTHONUNBUFFERED="1")
+    env.update(HF_HUB_OFFLINE="1", PYTHONUNBUFFERED="1", **env_extra)
     log = open(tmp / "server.log", "w")
     proc = subprocess.Popen(
         [sys.executable, "-m", "streamlit", "run", str(ROOT / "app.py"), "--server.port", str(port),
          "--server.address", "127.0.0.1", "--server.headless", "true", "--browser.gatherUsageStats", "false"],
         cwd=str(ROOT), env=env, stdout=log, stderr=subprocess.STDOUT)
     url = f"http://127.0.0.1:{port}"
-    deadline = time.time() + 90
-    while time.time() < deadline:
-        try:
-            if urllib.request.urlopen(f"{url}/_stcore/health", timeout=2).status == 200:
-                break
-        except OSError:
-            time.sleep(0.5)
-        if proc.poll() is not None:
-            raise RuntimeError(f"streamlit exited: {(tmp / 'server.log').read_text()}")
-    else:
-        proc.terminate()
-        raise RuntimeError("streamlit did not become healthy in 90 s")
-    yield {"url": url, "tmp": tmp, "log": tmp / "server.log"}
-    proc.terminate()
     try:
-        proc.wait(timeout=15)
-    except subprocess.TimeoutExpired:
-        proc.kill()
-    log.close()
+        deadline = time.time() + 90
+        while time.time() < deadline:
+            try:
+                if urllib.request.urlopen(f"{url}/_stcore/health", timeout=2).status == 200:
+                    break
+            except OSError:
+                time.sleep(0.5)
+            if proc.poll() is not None:
+                raise RuntimeError(f"streamlit exited: {(tmp / 'server.log').read_text()}")
+        else:
+            raise RuntimeError("streamlit did not become healthy in 90 s")
+        yield url
+    finally:
+        proc.terminate()
+        try:
+            proc.wait(timeout=15)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+        log.close()
+
+
+@pytest.fixture(scope="module")
+def server(tmp_path_factory):
+    tmp = tmp_path_factory.mktemp("browser")
+    with serve_app(tmp, {"CLIPCLEANER_DEMO_DIR": str(tmp / "demo")}) as url:
+        yield {"url": url, "tmp": tmp, "log": tmp / "server.log"}
 
 
 def _idle(page, timeout: float = 120.0, settle: float = 1.0) -> None:

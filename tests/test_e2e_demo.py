@@ -111,7 +111,9 @@ def test_cli_demo_scan_evaluate_export(tmp_path):
     t = table.set_index("sample_id")
     assert t.loc[b, "decision"] == "exclude"
     und = table[(table["decision"] == "") & table["flagged"]]
-    assert (und["label"] == und["suggested_label"]).all()
+    ood = und["issues"].str.split(";").map(lambda c: "ood" in c)  # "none of the classes": no class to suggest
+    assert (und.loc[~ood, "label"] == und.loc[~ood, "suggested_label"]).all()
+    assert (und.loc[ood, "label"] == und.loc[ood, "original_label"]).all()
 
 
 def test_rescan_reuses_embeddings_and_rescore_changes_method(demo_dir, tmp_path):
@@ -127,5 +129,5 @@ def test_rescan_reuses_embeddings_and_rescore_changes_method(demo_dir, tmp_path)
     steps = [(d, t) for s, d, t in seen if s == "score" and t > 1]
     assert steps[-1][0] == steps[-1][1] == 1 + 5 + 5  # faithful fit, 5 out-of-fold fits for cleanlab, 5 steps
     assert [d for d, _ in steps] == sorted(d for d, _ in steps)
-    assert (r3.scores["flagged"] == r3.scores["cc_flag"]).all()
+    assert (r3.scores["flagged"] == (r3.scores["cc_flag"] | r3.scores["ood_flag"])).all()  # method or no class fits
     assert r3.settings.scoring.probe == "faithful"
