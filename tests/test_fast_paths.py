@@ -246,3 +246,24 @@ def test_detect_same_table_whichever_probability_form():
     for src in a.probs:
         np.testing.assert_array_equal(a.probs[src].argmax(), b.probs[src].argmax())
         np.testing.assert_array_equal(a.probs[src].topk(3)[0], b.probs[src].topk(3)[0])
+
+
+def test_entropy_of_the_top_t_form_tells_flat_from_peaked():
+    """OOD reads the probe's flatness from compact probabilities: close to the dense entropy, never lower for a
+    flat row (the unstored mass counts as spread evenly)."""
+    from clipcleaner_core.ood import normalised_entropy
+    from clipcleaner_core.probs import from_dense
+
+    rng = np.random.default_rng(0)
+    k = 300
+    logits = rng.normal(size=(200, k)) * np.r_[np.full(100, 8.0), np.full(100, 0.2)][:, None]  # peaked, then flat
+    p = np.exp(logits - logits.max(axis=1, keepdims=True))
+    p /= p.sum(axis=1, keepdims=True)
+    y = rng.integers(0, k, size=200)
+    exact = normalised_entropy(p)
+    top = from_dense(p, y, dense=False)
+    assert not top.is_dense
+    approx = normalised_entropy(top)
+    assert np.all(approx[100:] > 0.95) and np.all(exact[100:] > 0.95)  # flat rows stay flat
+    assert np.abs(approx - exact).max() < 0.05
+    assert np.allclose(normalised_entropy(from_dense(p, y, dense=True)), exact, atol=2e-3)
