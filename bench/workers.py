@@ -318,8 +318,22 @@ def w_app_build(args: dict) -> dict:
     return app_bench.build(int(args["n"]), quick=bool(args.get("quick")))
 
 
-WORKERS = {"app": w_app, "app_build": w_app_build, "embed": w_embed, "scan_memory": w_scan_memory, "score": w_score, "gemm": w_gemm,
-           "layout": w_layout, "layout_reload": w_layout_reload}
+def w_keys_demo(args: dict) -> dict:
+    from bench import keys
+
+    return {"workspace": keys.demo_workspace()}
+
+
+def w_keys(args: dict) -> dict:
+    """bench/keys.py: two Streamlit servers and a headless Chromium (the key-latency ratios)."""
+    from bench import keys
+
+    return keys.run(args["ws"], [int(s) for s in args["sizes"]], int(args["rounds"]))
+
+
+WORKERS = {"app": w_app, "app_build": w_app_build, "embed": w_embed, "scan_memory": w_scan_memory, "score": w_score,
+           "gemm": w_gemm, "layout": w_layout, "layout_reload": w_layout_reload, "keys": w_keys,
+           "keys_demo": w_keys_demo}
 
 
 def main() -> None:
