@@ -43,11 +43,10 @@ with st.sidebar:
                    help="Set a shared PostgreSQL database with `clipcleaner db use WS URL` or $CLIPCLEANER_DB_URL.")
     else:
         st.caption("No workspace open yet.")
-    if _ui.REVIEWER not in st.session_state:  # new session, or Streamlit dropped the widget's state
+    if _ui.REVIEWER not in st.session_state:  # a new session
         st.session_state[_ui.REVIEWER] = _ui.reviewer_default()
     st.text_input("Reviewer name", key=_ui.REVIEWER, help="Stored with every decision (audit trail).",
-                  on_change=_ui.remember_reviewer)
-    _ui.remember_reviewer()
+                  on_change=_ui.remember_reviewer, persist_state="session")  # kept across pages and reruns
 
 nav_pages = {
     "": [st.Page("pages/home.py", title="Home", icon=":material/home:", default=True)],
