@@ -17,7 +17,9 @@ from pathlib import Path
 import streamlit as st
 
 from clipcleaner_core import views
+from clipcleaner_core.decisions import ReviewStoreError
 from pages import _ui
+from pages._safe import md
 
 HERE = Path(__file__).resolve().parent
 
@@ -30,17 +32,21 @@ ctx = _ui.load_ctx()
 with st.sidebar:
     if ctx is not None:
         s = ctx.settings
-        st.markdown(f"**Workspace** `{ctx.ws.path.name}`")
-        st.caption(f"{len(ctx.scores):,} samples · {len(ctx.classes)} classes · "
-                   f"{int(ctx.scores['flagged'].sum()):,} flagged  \n{views.encoder_description(s)}")
-        st.caption(f"Decisions saved to `{ctx.store().path or ctx.store().url}`",
+        c = views.headline_counts(ctx.scores, ctx.dataset())
+        st.markdown(f"**Workspace** {md(ctx.ws.path.name)}")
+        st.caption(f"{views.counts_line(c)} · {len(ctx.classes)} classes  \n{md(views.encoder_description(s))}")
+        try:
+            where = md(ctx.store().path or ctx.store().url)
+        except ReviewStoreError:  # the page says why, in one line
+            where = "(the review database cannot be opened)"
+        st.caption(f"Decisions saved to {where}",
                    help="Set a shared PostgreSQL database with `clipcleaner db use WS URL` or $CLIPCLEANER_DB_URL.")
     else:
         st.caption("No workspace open yet.")
-    if "reviewer" not in st.session_state:
-        st.session_state["reviewer"] = _ui._server_memory().get("reviewer", "local")
-    st.text_input("Reviewer name", key="reviewer", help="Stored with every decision (audit trail, undo).",
-                  on_change=lambda: _ui._server_memory().__setitem__("reviewer", st.session_state["reviewer"]))
+    if _ui.REVIEWER not in st.session_state:  # a new session
+        st.session_state[_ui.REVIEWER] = _ui.reviewer_default()
+    st.text_input("Reviewer name", key=_ui.REVIEWER, help="Stored with every decision (audit trail).",
+                  on_change=_ui.remember_reviewer, persist_state="session")  # kept across pages and reruns
 
 nav_pages = {
     "": [st.Page("pages/home.py", title="Home", icon=":material/home:", default=True)],

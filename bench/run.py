@@ -1,4 +1,4 @@
-"""clipcleaner benchmark: ``python -m bench [--quick] [--json [FILE]] [--sections embed,score,knn,layout,app,memory]``.
+"""clipcleaner benchmark: ``python -m bench [--quick] [--json [FILE]] [--sections embed,score,knn,layout,app,keys,memory,refit]``.
 
 Sections (docs/PERFORMANCE.md has the numbers and what they mean):
 
@@ -16,6 +16,9 @@ Sections (docs/PERFORMANCE.md has the numbers and what they mean):
 - ``layout``: first view (PCA) and UMAP of N points through ``clipcleaner_core.layout``, JIT apart, and the
   reload from the workspace cache in a fresh process.
 - ``app``: a generated N-sample workspace; AppTest time per page (warm) and per review action.
+- ``keys``: the review grid's key latency in headless Chromium (key press → settled page) on the demo and on a
+  generated N-sample workspace, at 12 and 48 cards per page, as a ratio to a trivial Streamlit app's button
+  rerun measured in the same run (``bench/keys.py``; target ≤ 3×).
 - ``memory``: peak RSS of a scan of a few thousand images vs a few hundred (nothing holds all images).
 - ``refit``: learning from the reviewer on synthetic embeddings (N = 100k, K = 100, D = 512): the scan's 5-fold
   probe as the in-run baseline, a refit after 1,000 oracle decisions (cold), one after 25 more (warm-started from
@@ -39,7 +42,7 @@ import time
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
-ALL_SECTIONS = ("embed", "score", "knn", "layout", "app", "memory", "refit")
+ALL_SECTIONS = ("embed", "score", "knn", "layout", "app", "keys", "memory", "refit")
 OPT_IN_SECTIONS = ("recipe",)  # run only when named
 
 
@@ -356,6 +359,25 @@ def section_refit(rep: Report, quick: bool, n: int) -> None:
             f"peak RSS {r['peak_rss_mb']:.0f} MiB")
 
 
+def section_keys(rep: Report, quick: bool, n: int, rounds: int | None = None) -> None:
+    sizes = [12] if quick else [12, 48]
+    rounds = rounds or (2 if quick else 10)
+    demo = run_worker("keys_demo", {})["workspace"]
+    big_n = 2000 if quick else n
+    big = run_worker("app_build", {"n": big_n, "quick": quick})["workspace"]
+    rep.raw["keys"] = {}
+    for label, ws in (("demo", demo), (f"N={big_n:,}", big)):
+        r = run_worker("keys", {"ws": ws, "sizes": sizes, "rounds": rounds})
+        rep.raw["keys"][label] = r
+        for size, s in r["sizes"].items():
+            rep.add("keys", f"trivial button rerun (baseline), {label} {size} cards", s["baseline_ms"], "ms", "", None,
+                    f"median of {rounds}, interleaved with the keys")
+            for key, ms in s["keys_ms"].items():
+                ratio = s["ratios"][key]
+                rep.add("keys", f"{label}, {size} cards: {key.upper()} → settled", ms, "ms", "<= 3x baseline",
+                        None if quick else bool(ratio <= 3.0), f"{ratio:.2f}x baseline")
+
+
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(prog="python -m bench", description=__doc__.split("\n\n")[0])
     ap.add_argument("--quick", action="store_true", help="tiny sizes (correctness smoke run, ~30 s)")
@@ -380,6 +402,7 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--layout-n", type=int, default=100_000)
     ap.add_argument("--app-n", type=int, default=100_000)
     ap.add_argument("--refit-n", type=int, default=100_000)
+    ap.add_argument("--keys-rounds", type=int, default=None, help="rounds per key in the keys section (10)")
     a = ap.parse_args(argv)
     sections = [s.strip() for s in a.sections.split(",") if s.strip()]
     bad = [s for s in sections if s not in ALL_SECTIONS + OPT_IN_SECTIONS]
@@ -411,6 +434,8 @@ def main(argv: list[str] | None = None) -> int:
             section_app(rep, a.quick, a.app_n)
         elif s == "refit":
             section_refit(rep, a.quick, a.refit_n)
+        elif s == "keys":
+            section_keys(rep, a.quick, a.app_n, a.keys_rounds)
     rep.raw["total_seconds"] = time.perf_counter() - t0
     print(f"\ntotal {rep.raw['total_seconds']:.0f} s; command: python -m bench {' '.join(argv or sys.argv[1:])}")
     if a.json:

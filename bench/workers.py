@@ -397,10 +397,6 @@ def w_app_build(args: dict) -> dict:
     return app_bench.build(int(args["n"]), quick=bool(args.get("quick")))
 
 
-
-
-
-
 # ------------------------------------------------------------------------------------------- k-NN libs
 def w_knn_data(args: dict) -> dict:
     """Synthetic N × 512 embeddings (100 classes) saved as .npy, plus the exact 10 nearest neighbours of 1,000
@@ -492,8 +488,6 @@ def w_knn_lib(args: dict) -> dict:
             "peak_rss_mb": peak_rss_mb(), "data_rss_mb": base, "extra_rss_mb": peak_rss_mb() - base}
 
 
-
-
 # ------------------------------------------------------------------------------------------------- refit
 def w_refit(args: dict) -> dict:
     """Learning from the reviewer at N: the scan's 5-fold probe (baseline), a cold refit after ``reviewed``
@@ -567,9 +561,23 @@ def w_refit(args: dict) -> dict:
             "estimate_low": est.low, "estimate_high": est.high, "peak_rss_mb": peak_rss_mb()}
 
 
+def w_keys_demo(args: dict) -> dict:
+    from bench import keys
+
+    return {"workspace": keys.demo_workspace()}
+
+
+def w_keys(args: dict) -> dict:
+    """bench/keys.py: two Streamlit servers and a headless Chromium (the key-latency ratios)."""
+    from bench import keys
+
+    return keys.run(args["ws"], [int(s) for s in args["sizes"]], int(args["rounds"]))
+
+
 WORKERS = {"app": w_app, "app_build": w_app_build, "embed": w_embed, "scan_memory": w_scan_memory, "score": w_score,
            "gemm": w_gemm, "layout": w_layout, "layout_reload": w_layout_reload, "knn_data": w_knn_data,
-           "knn_lib": w_knn_lib, "recipe": w_recipe, "agreement": w_agreement, "refit": w_refit}
+           "knn_lib": w_knn_lib, "recipe": w_recipe, "agreement": w_agreement, "refit": w_refit, "keys": w_keys,
+           "keys_demo": w_keys_demo}
 
 
 def main() -> None:

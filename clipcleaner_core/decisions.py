@@ -67,6 +67,8 @@ __all__ = [
     "CURRENT_COLUMNS",
     "HISTORY_COLUMNS",
     "ReviewStore",
+    "ReviewConflict",
+    "ReviewConflictError",
     "ReviewStoreBusyError",
     "ReviewStoreError",
     "ReviewStoreLostError",
@@ -157,6 +159,37 @@ class ReviewStoreBusyError(ReviewStoreError):
 class ReviewStoreLostError(ReviewStoreError):
     """The SQLite file this store has open was removed or replaced on disk: nothing written now would be seen by
     the app, the CLI or the export, so the store refuses every further call."""
+
+
+@dataclass(frozen=True)
+class ReviewConflict:
+    """A sample changed since a view showed it: the newest event of ``sample_id`` (``event_id`` > ``seen``)."""
+
+    sample_id: str
+    seen: int
+    """The latest event id the view had seen (0: none)."""
+    event_id: int
+    group_id: int
+    kind: str
+    """'action' or 'undo'."""
+    action: str | None
+    """The action taken ('action') or the state restored ('undo'; None = back to undecided)."""
+    label: str | None
+    reviewer: str
+    created_at: str
+
+
+class ReviewConflictError(RuntimeError):
+    """A write with ``seen=`` was refused because another write changed a sample after the view that made it was
+    drawn (nothing was written). ``conflicts`` says who changed what, per sample."""
+
+    def __init__(self, conflicts: Sequence[ReviewConflict]) -> None:
+        self.conflicts = list(conflicts)
+        c = self.conflicts[0]
+        more = f" (and {len(self.conflicts) - 1} more samples)" if len(self.conflicts) > 1 else ""
+        what = c.action or "undecided" if c.kind == "action" else f"undo, back to {c.action or 'undecided'}"
+        super().__init__(f"sample {c.sample_id!r} was changed by {c.reviewer} ({what}, {c.created_at}) after this "
+                         f"view was drawn{more}; nothing was written")
 
 
 @dataclass(frozen=True)
@@ -658,8 +691,36 @@ class ReviewStore:
         stmt = events_table.insert().returning(events_table.c.id, sort_by_parameter_order=True)
         return [int(i) for i in conn.execute(stmt, rows).scalars().all()]
 
-    def _apply(self, conn: Connection, items: list[_Item], reviewer: str) -> tuple[int, list[int]]:
+    def _latest(self, conn: Connection, sample_ids: Sequence[str]) -> dict[str, dict[str, Any]]:
+        """The newest event (action or undo) of each sample that has one."""
         e = events_table.c
+        out: dict[str, dict[str, Any]] = {}
+        for chunk in _chunks(sample_ids):
+            sub = (sa.select(sa.func.max(e.id).label("mid")).where(e.sample_id.in_(chunk))
+                   .group_by(e.sample_id).subquery())
+            q = sa.select(e.id, e.group_id, e.kind, e.sample_id, e.action, e.label, e.reviewer,
+                          e.created_at).join(sub, e.id == sub.c.mid)
+            for r in conn.execute(q).mappings():
+                out[r["sample_id"]] = dict(r)
+        return out
+
+    def _check_seen(self, conn: Connection, seen: Mapping[str, int]) -> None:
+        """Raise :class:`ReviewConflictError` when a sample in ``seen`` has an event newer than the one seen."""
+        latest = self._latest(conn, list(seen))
+        conflicts = [
+            ReviewConflict(sample_id=sid, seen=int(seen[sid] or 0), event_id=int(ev["id"]),
+                           group_id=int(ev["group_id"]), kind=ev["kind"], action=ev["action"], label=ev["label"],
+                           reviewer=ev["reviewer"], created_at=ev["created_at"])
+            for sid, ev in latest.items() if int(ev["id"]) > int(seen[sid] or 0)
+        ]
+        if conflicts:
+            raise ReviewConflictError(conflicts)
+
+    def _apply(self, conn: Connection, items: list[_Item], reviewer: str,
+               seen: Mapping[str, int] | None = None) -> tuple[int, list[int]]:
+        e = events_table.c
+        if seen:
+            self._check_seen(conn, seen)  # in the write transaction: nobody can slip in between
         group_id = int(conn.execute(sa.select(sa.func.coalesce(sa.func.max(e.group_id), 0)))
                        .scalar_one()) + 1
         now = _utcnow()
@@ -705,6 +766,7 @@ class ReviewStore:
         given_label: str | None = None,
         note: str | None = None,
         reviewer: str | None = None,
+        seen: int | None = None,
     ) -> int:
         """Record one decision; committed durably before returning.
 
@@ -716,16 +778,23 @@ class ReviewStore:
             given_label: the dataset's label at decision time (kept in the history).
             note: free-text comment (kept in the history).
             reviewer: overrides the store's default reviewer.
+            seen: compare-and-set: the id of the sample's newest event when the decision was shown to the
+                reviewer (:meth:`snapshot` ``event_id``; 0 = it had none). When the sample has a newer event
+                (somebody decided or undid it since), nothing is written and :class:`ReviewConflictError` says
+                who changed it. ``None``: no check (last writer wins).
 
         Returns:
-            The id of the new ``events`` row (its own undo group).
+            The id of the new ``events`` row (its own undo group; use :meth:`record_many` with one item to get
+            the group id for ``undo(group_id=...)``).
 
         Raises:
             ValueError: unknown action, missing/extra label, empty sample id or reviewer.
+            ReviewConflictError: ``seen`` is older than the sample's newest event.
         """
         item = _validate(sample_id, action, label, given_label, note, self.classes)
         who = self._reviewer(reviewer)
-        _, ids = self._transact(lambda conn: self._apply(conn, [item], who), write=True)
+        check = None if seen is None else {item.sample_id: int(seen)}
+        _, ids = self._transact(lambda conn: self._apply(conn, [item], who, check), write=True)
         return ids[0]
 
     def record_many(
@@ -737,6 +806,7 @@ class ReviewStore:
         given_label: str | None = None,
         note: str | None = None,
         reviewer: str | None = None,
+        seen: Mapping[str, int] | None = None,
     ) -> int:
         """Record a bulk action: one transaction, one undo group.
 
@@ -746,8 +816,12 @@ class ReviewStore:
         ``record_many(ids, "exclude")``. Items are applied in order (a sample listed twice ends
         in its last state). Nothing is written if any item is invalid.
 
+        ``seen`` maps sample ids to the newest event id the reviewer's view showed (compare-and-set, see
+        :meth:`record`): if any of them changed since, nothing is written (:class:`ReviewConflictError` lists
+        every changed sample). Samples not in ``seen`` are not checked.
+
         Returns:
-            The group id (pass nothing to :meth:`undo` to revert the whole group).
+            The group id (pass it to :meth:`undo` as ``group_id`` to revert exactly this group).
         """
         if isinstance(items, (str, bytes)) or isinstance(items, Mapping):
             raise TypeError("items must be a list of dicts, tuples or sample ids")
@@ -780,11 +854,14 @@ class ReviewStore:
         if not parsed:
             raise ValueError("record_many needs at least one item")
         who = self._reviewer(reviewer)
-        group_id, _ = self._transact(lambda conn: self._apply(conn, parsed, who), write=True)
+        check = None if seen is None else {str(k): int(v or 0) for k, v in seen.items()}
+        group_id, _ = self._transact(lambda conn: self._apply(conn, parsed, who, check), write=True)
         return group_id
 
-    def undo(self, reviewer: str | None = None) -> list[str] | None:
-        """Revert the most recent not-yet-undone action group (of ``reviewer`` if given).
+    def undo(self, reviewer: str | None = None, *, group_id: int | None = None) -> list[str] | None:
+        """Revert the most recent not-yet-undone action group (of ``reviewer`` if given), or exactly the group
+        ``group_id`` (what :meth:`record` / :meth:`record_many` returned: a per-tab undo stack uses this, so
+        that one browser tab never undoes another's action, even under the same reviewer name).
 
         Each affected sample gets the state implied by its remaining (not undone) history —
         its state before the group, unless another reviewer has decided it since, in which
@@ -793,14 +870,18 @@ class ReviewStore:
         appended. Calling it again walks further back.
 
         Returns:
-            The affected sample ids, or ``None`` when there is nothing to undo.
+            The affected sample ids, or ``None`` when there is nothing to undo (with ``group_id``: that group
+            does not exist or was undone already).
         """
         who = self._reviewer(reviewer)
         e = events_table.c
+        wanted = group_id
 
         def fn(conn: Connection) -> list[str] | None:
             q = sa.select(e.group_id).where(e.kind == "action", e.undone == sa.false())
-            if reviewer is not None:
+            if wanted is not None:
+                q = q.where(e.group_id == int(wanted))
+            elif reviewer is not None:
                 q = q.where(e.reviewer == reviewer)
             group_id = conn.execute(q.order_by(e.group_id.desc()).limit(1)).scalar()
             if group_id is None:
@@ -868,6 +949,32 @@ class ReviewStore:
         row = self._read(lambda conn: conn.execute(
             sa.select(decisions_table).where(d.sample_id == sample_id)).mappings().first())
         return dict(row) if row is not None else None
+
+    def snapshot(self, sample_ids: Sequence[str]) -> dict[str, dict[str, Any]]:
+        """What a view of ``sample_ids`` shows, read in one transaction: per sample its current decision
+        (``action`` — None when undecided —, ``label``, ``reviewer``, ``updated_at``) and its newest event
+        (``event_id`` — 0 when it has none: pass it as ``seen=`` to :meth:`record` —, ``event_reviewer``,
+        ``event_kind``, ``event_at``). Every requested sample has an entry; cheap for a page of samples."""
+        sids = _unique(str(s) for s in sample_ids)
+        d = decisions_table.c
+
+        def fn(conn: Connection) -> dict[str, dict[str, Any]]:
+            cur: dict[str, Any] = {}
+            for chunk in _chunks(sids):
+                for r in conn.execute(sa.select(d.sample_id, d.action, d.label, d.reviewer, d.updated_at)
+                                      .where(d.sample_id.in_(chunk))).mappings():
+                    cur[r["sample_id"]] = r
+            latest = self._latest(conn, sids)
+            out = {}
+            for sid in sids:
+                c, ev = cur.get(sid), latest.get(sid)
+                out[sid] = {"action": c["action"] if c else None, "label": c["label"] if c else None,
+                            "reviewer": c["reviewer"] if c else None, "updated_at": c["updated_at"] if c else None,
+                            "event_id": int(ev["id"]) if ev else 0, "event_reviewer": ev["reviewer"] if ev else None,
+                            "event_kind": ev["kind"] if ev else None, "event_at": ev["created_at"] if ev else None}
+            return out
+
+        return self._read(fn)
 
     def history(self, sample_id: str | None = None, limit: int | None = None) -> "pd.DataFrame":
         """Audit trail (who did what, when), newest first.

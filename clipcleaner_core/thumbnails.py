@@ -73,19 +73,23 @@ def make_thumbnail(src: str | os.PathLike, size: int = DEFAULT_SIZE) -> bytes:
     return buf.getvalue()
 
 
+def _fresh(out: Path, abs_path: str) -> bool:
+    """True when the thumbnail ``out`` exists and is not older than its source image."""
+    try:
+        have = out.stat()
+    except OSError:
+        return False
+    try:
+        return have.st_mtime >= os.stat(source_file(abs_path)).st_mtime  # a shard sample: the shard's file
+    except OSError:
+        return True  # the source is gone: keep showing what we have
+
+
 def ensure_thumbnail(ws: Workspace, sample_id: str, abs_path: str, size: int = DEFAULT_SIZE) -> Path:
     """Path of an up-to-date thumbnail of one sample, creating it (atomically) when missing or stale."""
     out = thumbnail_path(ws, sample_id, size)
-    try:
-        src_mtime = os.stat(source_file(abs_path)).st_mtime
-    except OSError:
-        src_mtime = None
-    try:
-        if src_mtime is None or out.stat().st_mtime >= src_mtime:
-            if out.is_file():
-                return out
-    except OSError:
-        pass
+    if _fresh(out, abs_path):
+        return out
     try:
         data = make_thumbnail(abs_path, size)
     except Exception as e:  # noqa: BLE001 - any decode problem becomes a visible stand-in card
@@ -96,18 +100,18 @@ def ensure_thumbnail(ws: Workspace, sample_id: str, abs_path: str, size: int = D
 
 def ensure_thumbnails(ws: Workspace, sample_ids: Sequence[str], abs_paths: Sequence[str],
                       size: int = DEFAULT_SIZE, workers: int = 4) -> list[Path]:
-    """Thumbnails of several samples (same order), generated in a small thread pool when missing (in the order of
-    their locators, so that rows of one Parquet shard are read in one pass)."""
-    pairs = list(zip(sample_ids, abs_paths))
-    if len(pairs) <= 2:
-        return [ensure_thumbnail(ws, s, p, size) for s, p in pairs]
-    order = sorted(range(len(pairs)), key=lambda i: _read_order(pairs[i][1]))
-    with ThreadPoolExecutor(max_workers=max(1, workers)) as ex:
-        made = list(ex.map(lambda i: ensure_thumbnail(ws, pairs[i][0], pairs[i][1], size), order))
-    out: list[Path] = [Path()] * len(pairs)
-    for i, p in zip(order, made):
-        out[i] = p
-    return out
+    """Thumbnails of several samples (same order), the missing ones generated in a small thread pool (in the order
+    of their locators, so that rows of one Parquet shard are read in one pass)."""
+    outs = [thumbnail_path(ws, s, size) for s in sample_ids]
+    missing = [i for i, (o, p) in enumerate(zip(outs, abs_paths)) if not _fresh(o, p)]
+    if len(missing) <= 2:
+        for i in missing:
+            ensure_thumbnail(ws, sample_ids[i], abs_paths[i], size)
+    else:
+        missing.sort(key=lambda i: _read_order(abs_paths[i]))
+        with ThreadPoolExecutor(max_workers=max(1, workers)) as ex:
+            list(ex.map(lambda i: ensure_thumbnail(ws, sample_ids[i], abs_paths[i], size), missing))
+    return outs
 
 
 def _read_order(abs_path: str) -> tuple:

@@ -374,6 +374,21 @@ def scan_summary(settings: Settings, scores: pd.DataFrame, dataset: pd.DataFrame
     }
 
 
+def headline_counts(scores: pd.DataFrame, dataset: pd.DataFrame | None) -> dict[str, int]:
+    """The counts the Home page and the sidebar both show: ``samples`` (rows of the dataset, usable or not),
+    ``scored``, ``unusable`` (samples - scored) and ``flagged`` (by the default method)."""
+    scored = int(len(scores))
+    samples = int(len(dataset)) if dataset is not None else scored
+    flagged = int(scores["flagged"].sum()) if scored else 0
+    return {"samples": samples, "scored": scored, "unusable": max(samples - scored, 0), "flagged": flagged}
+
+
+def counts_line(c: dict[str, int]) -> str:
+    """One line of :func:`headline_counts`: "1,797 samples · 540 flagged" (+ unusable ones when there are)."""
+    extra = f" ({c['unusable']:,} unusable)" if c["unusable"] else ""
+    return f"{c['samples']:,} samples{extra} · {c['flagged']:,} flagged"
+
+
 def encoder_description(settings: Settings) -> str:
     """One honest line naming the encoder (the pixels encoder is *not* CLIP)."""
     enc = settings.encoder

@@ -5,9 +5,9 @@ import numpy as np
 import plotly.graph_objects as go
 import streamlit as st
 
-from clipcleaner_core import views
-from clipcleaner_core import registry
+from clipcleaner_core import registry, views
 from pages import _ui
+from pages._safe import md, plot_all
 
 _ui.ensure_entrypoint(__file__)
 
@@ -27,8 +27,12 @@ if "zs" not in sources:
 
 c1, c2 = st.columns([3, 2], vertical_alignment="bottom")
 src = c1.segmented_control("Predicted by", sources, default=sources[0], key="conf_src", required=True,
-                           format_func=lambda s: registry.source(s).title)
-norm = c2.toggle("Row-normalised (share of the given class)", key="conf_norm", value=False)
+                           format_func=lambda s: md(registry.source(s).title), bind="query-params")
+norm = c2.toggle("Row-normalised (share of the given class)", key="conf_norm", value=False, bind="query-params")
+if "conf_cell" not in st.session_state:  # a shared link / reload opens the same cell
+    cell_q = str(st.query_params.get("conf_cell", "")).split(",")
+    if len(cell_q) == 2 and all(p.isdigit() and int(p) < K for p in cell_q):
+        st.session_state["conf_cell"] = (int(cell_q[0]), int(cell_q[1]))
 
 
 @st.cache_resource(max_entries=16, show_spinner=False)
@@ -44,27 +48,32 @@ z = views.row_normalise(counts) if norm else counts.astype(float)
 off = z * (1 - np.eye(K))
 zmax = float(off.max()) if off.max() > 0 else 1.0
 text = np.char.mod("%.0f%%", z * 100) if norm else counts.astype(str)
-fig = go.Figure(go.Heatmap(z=np.minimum(z, zmax * 1.0001), x=ctx.classes, y=ctx.classes, text=text,
+names = np.asarray(plot_all(ctx.classes), dtype=object)  # class names are text, never Plotly markup
+fig = go.Figure(go.Heatmap(z=np.minimum(z, zmax * 1.0001), x=names, y=names, text=text, xgap=1, ygap=1,
                            texttemplate="%{text}" if K <= 30 else None, colorscale="Purples", zmin=0, zmax=zmax,
                            hoverinfo="skip",
                            colorbar=dict(title="share" if norm else "samples")))
 gi, si = np.meshgrid(np.arange(K), np.arange(K), indexing="ij")
-fig.add_trace(go.Scatter(x=np.asarray(ctx.classes)[si.ravel()], y=np.asarray(ctx.classes)[gi.ravel()],
+fig.add_trace(go.Scatter(x=names[si.ravel()], y=names[gi.ravel()],
                          mode="markers", marker=dict(size=max(6, min(36, 600 // max(K, 1))),
                                                      color="rgba(0,0,0,0)"),
                          selected=dict(marker=dict(color="rgba(0,0,0,0)")),
                          unselected=dict(marker=dict(color="rgba(0,0,0,0)", opacity=1)),
                          customdata=np.stack([gi.ravel(), si.ravel()], axis=1), text=text.ravel(), showlegend=False,
                          hovertemplate="given %{y} → predicted %{x}: %{text}<br>click to review<extra></extra>"))
-fig.update_layout(height=min(140 + 38 * K, 900), margin=dict(l=10, r=10, t=10, b=10),
-                  xaxis=dict(title=f"predicted ({registry.source(src).title})", side="bottom", constrain="domain"),
-                  yaxis=dict(title="given label", autorange="reversed", scaleanchor="x"), clickmode="event+select")
+side = min(140 + 38 * K, 900)
+fig.update_layout(height=side, width=side + 260, margin=dict(l=10, r=10, t=10, b=10), plot_bgcolor="#ffffff",
+                  xaxis=dict(title=f"predicted ({registry.source(src).title})", side="bottom", showgrid=False,
+                             zeroline=False, constrain="domain", ticks="", automargin=True),
+                  yaxis=dict(title="given label", autorange="reversed", scaleanchor="x", scaleratio=1,
+                             showgrid=False, zeroline=False, constrain="domain", ticks="", automargin=True),
+                  clickmode="event+select")
 prev = st.session_state.get("conf_cell")
 if prev is not None and max(prev) < K:  # outline the cell whose samples are open below
     fig.add_shape(type="rect", x0=prev[1] - 0.5, x1=prev[1] + 0.5, y0=prev[0] - 0.5, y1=prev[0] + 0.5,
                   line=dict(color="#f59e0b", width=3), xref="x", yref="y")
 st.caption("Diagonal cells are clipped to the largest off-diagonal value so the colour shows the confusions.")
-ev = st.plotly_chart(fig, key="conf_heat", on_select="rerun", selection_mode=("points",), width="stretch",
+ev = st.plotly_chart(fig, key="conf_heat", on_select="rerun", selection_mode=("points",), width="content",
                      config={"displaylogo": False})
 try:
     pts = list(ev.selection.get("points", [])) if ev is not None else []
@@ -86,6 +95,7 @@ def _pick_cell(source: str, cell: tuple | None) -> None:
         st.session_state[last_key] = cell
         if cell != st.session_state.get("conf_cell"):
             st.session_state["conf_cell"] = cell
+            st.query_params["conf_cell"] = f"{cell[0]},{cell[1]}"
             st.rerun()  # redraw with the chosen cell outlined
     elif cell is None:
         st.session_state[last_key] = None
@@ -96,7 +106,7 @@ _pick_cell("heat", clicked)
 sim = ctx.array("class_similarity")
 sim_src = ctx.settings.class_similarity_source or "class prototypes"
 st.markdown("#### Most confused class pairs — hard-noise candidates")
-st.caption(f"Similarity: cosine between **{sim_src}**. Pairs that are both confused and similar are where "
+st.caption(f"Similarity: cosine between **{md(sim_src)}**. Pairs that are both confused and similar are where "
            "hard label noise hides. Select a row to review its samples.")
 pairs = views.confused_pairs(counts, sim, ctx.classes, top=15)
 if len(pairs) == 0:
@@ -130,9 +140,10 @@ if g_sel is None or p_sel is None:
 gi_, pi_ = ctx.classes.index(g_sel), ctx.classes.index(p_sel)
 if (gi_, pi_) != cell:
     st.session_state["conf_cell"] = (gi_, pi_)
+    st.query_params["conf_cell"] = f"{gi_},{pi_}"
     st.rerun()
 cand = np.flatnonzero((ctx.scores["label_idx"].to_numpy() == gi_) & (pred == pi_))
 rows = views.filter_rows(ctx.scores, ctx.state(), flagged_only=False, rows=cand)
-st.markdown(f"Given **{g_sel}**, predicted **{p_sel}** by {registry.source(src).title}: **{len(rows):,}** samples, "
-            f"{int(ctx.scores['flagged'].to_numpy()[rows].sum()):,} flagged.")
+st.markdown(f"Given **{md(g_sel)}**, predicted **{md(p_sel)}** by {registry.source(src).title}: **{len(rows):,}** "
+            f"samples, {int(ctx.scores['flagged'].to_numpy()[rows].sum()):,} flagged.")
 _ui.sample_grid(ctx, rows, "conf", empty="No sample in this cell.")

@@ -8,6 +8,7 @@ import streamlit as st
 
 from clipcleaner_core import duplicates
 from pages import _ui
+from pages._safe import md
 
 _ui.ensure_entrypoint(__file__)
 
@@ -60,8 +61,13 @@ names = [Path(str(p)).name for p in sub["path"]]
 
 
 def _record(items: list[dict], msg: str) -> None:
-    ctx.store().record_many(items, reviewer=_ui.reviewer())  # one transaction, one undo group
-    _ui._bump(msg)
+    """One transaction, one undo group of this tab; the outcome is shown under the buttons."""
+    out = _ui.write_items(ctx, items, grid="dupgrid")
+    st.session_state["dup_outcome"] = _ui.Outcome(out.kind, msg) if out.kind == "ok" else out
+
+
+def _undo() -> None:
+    st.session_state["dup_outcome"] = _ui.undo(ctx)
 
 
 def keep_one(keep: int) -> None:
@@ -90,9 +96,12 @@ with st.container(border=True, key="dup_group_actions"):
     label = a3.selectbox("One label for all", ctx.classes, index=default, key="dup_label")
     a4.button("Give all this label", key="dup_label_go", on_click=one_label, args=(str(label),),
               icon=":material/label:")
-    a5.button("", key="dup_undo", on_click=_ui.undo, args=(ctx,), icon=":material/undo:", help="Undo your last action")
+    a5.button("", key="dup_undo", on_click=_undo, icon=":material/undo:", help="Undo this tab's last action")
     if "split" in sub:
         st.caption("Splits in this group:")
         st.text(", ".join(f"{n}: {s or '?'}" for n, s in zip(names, sub["split"])))
 
+    done = st.session_state.pop("dup_outcome", None)
+    if done is not None:
+        {"ok": st.success, "info": st.info}.get(done.kind, st.error)(md(done.text))  # file names are data
 _ui.sample_grid(ctx, rows, "dupgrid", shortcuts=False, columns=4, default_page_size=12)

@@ -8,6 +8,7 @@ import streamlit as st
 
 from clipcleaner_core import layout, views
 from pages import _ui
+from pages._safe import md, plot
 
 _ui.ensure_entrypoint(__file__)
 
@@ -40,8 +41,10 @@ kinds = ["UMAP", "PCA"] if umap_xy is not None else ["PCA"]
 if st.session_state.pop("map_umap_ready", False) and umap_xy is not None:
     st.session_state["map_kind"] = "UMAP"
 kind = c1.segmented_control("Layout", kinds, default=kinds[0], key="map_kind", required=True)
-color_by = c2.selectbox("Colour by", ["given label", "suggested label", "flag", "review status"], key="map_color")
-only_flagged = c3.toggle("Flagged only", key="map_flagged", help="Draw only the flagged samples")
+color_by = c2.selectbox("Colour by", ["given label", "suggested label", "flag", "review status"], key="map_color",
+                        bind="query-params")
+only_flagged = c3.toggle("Flagged only", key="map_flagged", help="Draw only the flagged samples",
+                         bind="query-params")
 with c4:
     if umap_xy is None:
         running = job is not None and job.state == "running"
@@ -102,9 +105,11 @@ FIXED = {"flagged": "#ef4444", "not flagged": "#c7d2fe", "not reviewed": "#cbd5e
 
 @st.cache_resource(max_entries=8, show_spinner=False)
 def _hover(path: str, generation: str) -> np.ndarray:
+    """Hover text per sample; paths and labels escaped (Plotly reads HTML tags in its text)."""
     s = ctx.scores
-    return (s["path"].to_numpy(dtype=object) + "<br>given: " + s["label"].to_numpy(dtype=object)
-            + "<br>suggested: " + s["suggested_label"].to_numpy(dtype=object) + "<br>score: "
+    esc = np.vectorize(plot, otypes=[object])
+    return (esc(s["path"].to_numpy(dtype=object)) + "<br>given: " + esc(s["label"].to_numpy(dtype=object))
+            + "<br>suggested: " + esc(s["suggested_label"].to_numpy(dtype=object)) + "<br>score: "
             + s["noise_score"].round(2).astype(str).to_numpy(dtype=object))
 
 
@@ -116,7 +121,7 @@ for i, c in enumerate(order):
     if len(idx) == 0:
         continue
     fig.add_trace(go.Scattergl(
-        x=xy[idx, 0], y=xy[idx, 1], mode="markers", name=str(c), customdata=idx,
+        x=xy[idx, 0], y=xy[idx, 1], mode="markers", name=plot(c), customdata=idx,
         marker=dict(size=8 if len(show) < 5000 else (5 if len(show) < 20_000 else 3), color=FIXED.get(c, PALETTE[i % len(PALETTE)]),
                     opacity=0.85, line=dict(width=0)),
         hovertext=hover[idx], hovertemplate="%{hovertext}<extra>%{fullData.name}</extra>"))
@@ -146,11 +151,11 @@ else:
     s1, s2, s3 = st.columns([3, 2, 2], vertical_alignment="center")
     share = flag[sel].mean()
     s1.markdown(f"**{len(sel):,}** selected · {int(flag[sel].sum()):,} flagged ({share:.0%}) · given labels: "
-                + ", ".join(f"{k} {v}" for k, v in scores["label"].iloc[sel].value_counts().head(4).items()))
+                + ", ".join(f"{md(k)} {v}" for k, v in scores["label"].iloc[sel].value_counts().head(4).items()))
     with s2:
         _ui.download_selection_csv(ctx, sel, "selection.csv", "map_dl")
     s3.button("Clear selection", key="map_clear", icon=":material/deselect:",
               on_click=lambda: st.session_state.__setitem__("map_sel", []))
     sel_only_flagged = st.toggle("Only flagged in selection", key="map_sel_flagged", value=False)
     rows = views.filter_rows(scores, state, flagged_only=sel_only_flagged, rows=sel)
-    _ui.sample_grid(ctx, rows, "map", shortcuts=True, empty="No flagged sample in the selection.")
+    _ui.sample_grid(ctx, rows, "map", empty="No flagged sample in the selection.")

@@ -8,6 +8,7 @@ import streamlit as st
 
 from clipcleaner_core import evaluate, registry, views
 from pages import _ui
+from pages._safe import md
 
 _ui.ensure_entrypoint(__file__)
 
@@ -18,7 +19,7 @@ tp = views.truth_path(ctx.ws)
 if tp is None:
     st.info("No ground-truth file is known for this workspace. Set one on the **Hard noise** page.")
     st.stop()
-st.caption(f"Truth: `{tp}`")
+st.caption(f"Truth: {md(tp)}")
 
 
 @st.cache_resource(max_entries=4, show_spinner=False)
@@ -29,7 +30,7 @@ def _truth(path: str, generation: str, tpath: str, tstamp: int) -> pd.Series:
 try:
     truth = _truth(ctx.path, ctx.generation, str(tp), _ui._mtime(tp))
 except evaluate.TruthFileError as e:  # one line naming the file and the problem, never its content
-    st.error(f"{e}. Set another truth file on the **Hard noise** page.", icon=":material/error:")
+    st.error(f"{md(e)}. Set another truth file on the **Hard noise** page.", icon=":material/error:")
     st.stop()
 method = ctx.settings.method
 res = evaluate.evaluate_scores(ctx.scores, truth, method)
@@ -40,7 +41,7 @@ m = st.columns(4)
 m[0].metric("Samples with truth", f"{res['samples']:,}")
 m[1].metric("Mislabelled", f"{res['mislabelled']:,}", f"{res['noise_rate']:.1%}", delta_color="off", delta_arrow="off")
 m[2].metric("Not in truth file", f"{res['unmatched']:,}")
-m[3].metric("Default method", str(method))
+m[3].metric("Default method", md(method))
 
 rows = pd.DataFrame([{"key": k, **v} for k, v in res["detectors"].items()])
 st.dataframe(rows[["detector", "flagged", "precision", "recall", "f1", "auroc", "avg_precision"]], hide_index=True,

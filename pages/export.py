@@ -7,7 +7,9 @@ from pathlib import Path
 import streamlit as st
 
 from clipcleaner_core import export, views
+from clipcleaner_core.decisions import ReviewStoreError
 from pages import _ui
+from pages._safe import md
 
 _ui.ensure_entrypoint(__file__)
 
@@ -49,9 +51,17 @@ st.markdown(f"The cleaned table has **{len(table):,}** rows ({len(ctx.scores) - 
 
 
 def write_files() -> None:
-    path, t = export.export_csv(ctx.ws, excluded=excluded, undecided=undecided)
-    rp, _ = export.export_report(ctx.ws, t, extra={"export_choices": {"excluded": excluded,
-                                                                       "undecided": undecided}})
+    """Write the cleaned CSV and the report into the workspace; one error line instead of a traceback when the
+    decisions cannot be applied (a relabel to a label that is not a class) or the review database is unusable."""
+    st.session_state.pop("ex_error", None)
+    try:
+        path, t = export.export_csv(ctx.ws, excluded=excluded, undecided=undecided)
+        rp, _ = export.export_report(ctx.ws, t, extra={"export_choices": {"excluded": excluded,
+                                                                           "undecided": undecided}})
+    except (ValueError, ReviewStoreError, OSError) as e:
+        st.session_state["ex_written"] = []
+        st.session_state["ex_error"] = f"Nothing was written: {e}"
+        return
     st.session_state["ex_written"] = [str(path), str(rp)]
 
 
@@ -62,8 +72,10 @@ b1.download_button("Download cleaned CSV", csv_text, file_name=f"{ctx.ws.path.na
 b2.button("Save into the workspace", key="ex_save", on_click=write_files, icon=":material/save:", width="stretch",
           help="Writes exports/cleaned.csv and exports/report.json in the workspace")
 rep_path = ctx.ws.exports_dir / "report.json"
-if st.session_state.get("ex_written"):
-    st.success("Saved " + " and ".join(f"`{p}`" for p in st.session_state["ex_written"]), icon=":material/save:")
+if st.session_state.get("ex_error"):
+    st.error(md(st.session_state["ex_error"]), icon=":material/error:")
+elif st.session_state.get("ex_written"):
+    st.success("Saved " + " and ".join(md(p) for p in st.session_state["ex_written"]), icon=":material/save:")
 if rep_path.is_file():
     b3.download_button("Download last report (JSON)", rep_path.read_bytes(), file_name="report.json",
                        mime="application/json", key="ex_dl_rep", icon=":material/description:", on_click="ignore")
@@ -99,6 +111,6 @@ if i3.button("Build ImageFolder", key="ex_if_go", icon=":material/create_new_fol
         with st.spinner("Writing the ImageFolder…"):
             info = export.export_imagefolder(ctx.ws, table, Path(out_dir).expanduser(), mode=mode)
         st.success(f"Wrote {info['images']:,} images in {info['classes']} class folders ({info['mode']}) to "
-                   f"`{info['path']}`")
+                   f"{md(info['path'])}")
     except (OSError, ValueError) as e:  # ValueError: guards.UnsafeTargetError, a folder it must not replace
-        st.error(f"Could not write the ImageFolder: {e}", icon=":material/block:")
+        st.error(f"Could not write the ImageFolder: {md(e)}", icon=":material/block:")

@@ -10,6 +10,7 @@ import streamlit as st
 from clipcleaner_core import registry, views
 from clipcleaner_core.evaluate import TruthFileError, truth_labels
 from pages import _ui
+from pages._safe import md, plot_all
 
 _ui.ensure_entrypoint(__file__)
 
@@ -30,7 +31,7 @@ if sim is None or len(ctx.scores) == 0:
 # --- ground truth: which detector catches hard flips? -----------------------------------------------------------
 st.markdown("#### Which detector catches hard flips?")
 tp = views.truth_path(ctx.ws)
-with st.expander("Ground-truth labels file" + (f": `{tp}`" if tp else " (none set)"), expanded=tp is None,
+with st.expander("Ground-truth labels file" + (f": {md(tp)}" if tp else " (none set)"), expanded=tp is None,
                  icon=":material/fact_check:"):
     st.caption("A `path,label` CSV/Parquet of the *clean* labels (the demo writes `truth.csv`). Stored in the "
                "workspace as `truth.json`; it also turns on the **Evaluation** page.")
@@ -41,7 +42,7 @@ with st.expander("Ground-truth labels file" + (f": `{tp}`" if tp else " (none se
             views.set_truth_path(ctx.ws, new)
             st.rerun()
         except TruthFileError as e:  # one line naming the file and the problem, never its content
-            st.error(str(e), icon=":material/error:")
+            st.error(md(e), icon=":material/error:")
     if tp and t2.button("Forget it", key="hn_truth_clear", icon=":material/close:"):
         views.set_truth_path(ctx.ws, None)
         st.rerun()
@@ -61,7 +62,7 @@ def truth_section(tp) -> None:
     try:
         truth = _truth(ctx.path, ctx.generation, str(tp), _ui._mtime(tp))
     except TruthFileError as e:  # the file changed since it was set: say so, the rest of the page still works
-        st.error(f"{e}. Set another truth file above, or forget it.", icon=":material/error:")
+        st.error(f"{md(e)}. Set another truth file above, or forget it.", icon=":material/error:")
         return
     tidx = views.truth_indices(ctx.scores, truth, ctx.classes)
     kinds = views.flip_kinds(ctx.scores["label_idx"].to_numpy(), tidx, sim)
@@ -89,11 +90,12 @@ def truth_section(tp) -> None:
     tab = views.catch_table(kinds, flags)
     n_hard, n_easy = int((kinds == "hard").sum()), int((kinds == "easy").sum())
     st.markdown(f"Truth known for {int((kinds != 'unknown').sum()):,} samples: **{n_hard:,} hard flips** (given the "
-                f"most similar class of the true class, by {sim_src}) and **{n_easy:,} easy flips** (any other class).")
+                f"most similar class of the true class, by {md(sim_src)}) and **{n_easy:,} easy flips** (any other "
+                "class).")
     fig = go.Figure([
-        go.Bar(name="hard flips caught", x=tab["detector"], y=tab["hard_recall"], marker_color="#4f46e5",
+        go.Bar(name="hard flips caught", x=plot_all(tab["detector"]), y=tab["hard_recall"], marker_color="#4f46e5",
                text=[f"{c}/{t}" for c, t in zip(tab["hard_caught"], tab["hard_total"])], textposition="outside"),
-        go.Bar(name="easy flips caught", x=tab["detector"], y=tab["easy_recall"], marker_color="#a5b4fc",
+        go.Bar(name="easy flips caught", x=plot_all(tab["detector"]), y=tab["easy_recall"], marker_color="#a5b4fc",
                text=[f"{c}/{t}" for c, t in zip(tab["easy_caught"], tab["easy_total"])], textposition="outside"),
     ])
     fig.update_layout(barmode="group", height=380, margin=dict(l=10, r=10, t=30, b=10), yaxis=dict(
@@ -119,7 +121,7 @@ else:
 
 st.divider()
 st.markdown("#### Most similar class pairs")
-st.caption(f"Cosine similarity between **{sim_src}**"
+st.caption(f"Cosine similarity between **{md(sim_src)}**"
            + (" (the pixels encoder is not CLIP: these are raw-pixel centroids)." if ctx.settings.encoder_kind
               == "pixels" else "."))
 pairs = views.similar_pairs(sim, ctx.classes, top=10)
@@ -135,20 +137,26 @@ tsel = st.dataframe(pairs[["a", "b", "similarity", "a→b suggested", "b→a sug
                         "a→b suggested": st.column_config.NumberColumn(help="samples given a, suggested b"),
                         "b→a suggested": st.column_config.NumberColumn(help="samples given b, suggested a")})
 try:
-    pick = tsel.selection.rows[0] if tsel.selection.rows else 0
+    chosen = list(tsel.selection.rows)
 except AttributeError:
-    pick = 0
+    chosen = []
+if chosen:  # the chosen pair goes into the URL (reload, shared link)
+    pick = int(chosen[0])
+    st.query_params["hn_pair"] = str(pick)
+else:
+    q = str(st.query_params.get("hn_pair", "0"))
+    pick = int(q) if q.isdigit() and int(q) < len(pairs) else 0
 pr = pairs.iloc[pick] if len(pairs) else None
 
 if pr is not None:
     a, b = str(pr["a"]), str(pr["b"])
-    st.markdown(f"#### {a} vs {b} — side by side")
+    st.markdown(f"#### {md(a)} vs {md(b)} — side by side")
     st.caption("Top: typical images of each class (lowest noise score). Bottom: images *given* one class but "
                "*suggested* the other — review them in the grid below.")
     la, lb = st.columns(2, gap="large")
     for col, cname in ((la, a), (lb, b)):
         with col:
-            st.markdown(f"**typical `{cname}`**")
+            st.markdown(f"**typical {md(cname)}**")
             ex = views.class_examples(ctx.scores, cname, n=6, by="confident")
             if len(ex):
                 cs = st.columns(6)
@@ -157,7 +165,7 @@ if pr is not None:
     cross = np.flatnonzero(((ctx.scores["label"] == a) & (ctx.scores["suggested_label"] == b)
                             | (ctx.scores["label"] == b) & (ctx.scores["suggested_label"] == a)).to_numpy())
     rows = views.filter_rows(ctx.scores, ctx.state(), flagged_only=False, rows=cross)
-    st.markdown(f"**Given {a} but suggested {b}, or the reverse: {len(rows):,} samples**")
-    _ui.sample_grid(ctx, rows, "hn", shortcuts=True, default_page_size=8,
-                    empty=f"No sample is suggested to switch between {a} and {b}.")
+    st.markdown(f"**Given {md(a)} but suggested {md(b)}, or the reverse: {len(rows):,} samples**")
+    _ui.sample_grid(ctx, rows, "hn", default_page_size=8,
+                    empty=f"No sample is suggested to switch between {md(a)} and {md(b)}.")
 

@@ -13,6 +13,7 @@ from clipcleaner_core import health, issues, registry, views
 from clipcleaner_core.pipeline import DEFAULT_PRETRAINED
 from clipcleaner_core.workspace import Workspace
 from pages import _ui
+from pages._safe import html, md, plot, plot_all
 
 _ui.ensure_entrypoint(__file__)
 
@@ -38,36 +39,38 @@ def _run_scan(data: str, ws_dir: str, classes_file: str | None, enc, truth: str 
     from clipcleaner_core.encoders import WeightsUnavailable
     from clipcleaner_core.pipeline import scan
 
+    failure: tuple[str, str, str | None] | None = None  # (message, icon, traceback): drawn below the status box
     with st.status("Scanning…", expanded=True) as status:
         bar = st.progress(0.0, text="Loading the dataset")
         try:
             res = scan(data, ws_dir, classes_file=classes_file or None, encoder=enc,
-                       progress=_progress_cb(bar, status), log=lambda m: st.write(m))
+                       progress=_progress_cb(bar, status), log=lambda m: st.text(str(m)))
         except WeightsUnavailable as e:
-            status.update(label="CLIP weights are not available offline", state="error")
-            st.error(f"**CLIP weights are not available on this machine.**\n\n{e}\n\nTip: the *pixels* encoder "
-                     "needs no weights (but it is not CLIP and has no zero-shot scores).",
-                     icon=":material/cloud_off:")
-            return False
+            status.update(label="CLIP weights are not available offline", state="error", expanded=False)
+            failure = (f"**CLIP weights are not available on this machine.** {md(e)}  \nTip: the *pixels* encoder "
+                       "needs no weights (but it is not CLIP and has no zero-shot scores).", ":material/cloud_off:", None)
         except (DatasetError, FileNotFoundError, ValueError) as e:
-            status.update(label="The dataset could not be read", state="error")
-            st.error(f"{type(e).__name__}: {e}", icon=":material/error:")
-            return False
+            status.update(label="The dataset could not be read", state="error", expanded=False)
+            failure = (f"{type(e).__name__}: {md(e)}", ":material/error:", None)
         except Exception as e:  # noqa: BLE001 - show the error in the app instead of a stack trace page
-            status.update(label="The scan failed", state="error")
-            st.error(f"{type(e).__name__}: {e}")
+            status.update(label="The scan failed", state="error", expanded=False)
+            failure = (f"{type(e).__name__}: {md(e)}", ":material/error:", traceback.format_exc())
+        else:
+            status.update(label=f"Scanned {res.settings.counts['scored']:,} samples: "
+                                f"{res.settings.counts['flagged']:,} flagged", state="complete", expanded=False)
+    if failure is not None:  # outside the (collapsed) status box: visible without a click
+        st.error(failure[0], icon=failure[1])
+        if failure[2]:
             with st.expander("Traceback"):
-                st.code(traceback.format_exc())
-            return False
-        status.update(label=f"Scanned {res.settings.counts['scored']:,} samples: "
-                            f"{res.settings.counts['flagged']:,} flagged", state="complete", expanded=False)
+                st.code(failure[2], language=None)
+        return False
     if truth:
         from clipcleaner_core.evaluate import TruthFileError
 
         try:
             views.set_truth_path(Workspace(ws_dir), truth)
         except TruthFileError as e:  # one line naming the file and the problem, never its content
-            st.error(f"The scan is done, but the truth file was not kept: {e}", icon=":material/error:")
+            st.error(f"The scan is done, but the truth file was not kept: {md(e)}", icon=":material/error:")
             return False
     _ui.open_workspace(ws_dir)
     return True
@@ -90,7 +93,7 @@ def _refuse_folders(ws_dir: str, truth: str | None, allow_nonempty: bool) -> str
     return None
 
 
-def start_panel(expanded_tab: bool = True) -> None:
+def start_panel() -> None:
     tab_demo, tab_scan, tab_open = st.tabs([":material/rocket_launch: Try the offline demo",
                                             ":material/document_scanner: Scan a dataset",
                                             ":material/folder_open: Open a workspace"])
@@ -113,7 +116,7 @@ def start_panel(expanded_tab: bool = True) -> None:
             problem = workspace_folder_problem(base / "workspace") or (
                 None if (base / "data" / "demo.json").is_file() else workspace_folder_problem(base / "data"))
             if problem:  # never write the demo into a folder of somebody's files
-                st.error(problem, icon=":material/block:")
+                st.error(md(problem), icon=":material/block:")
             else:
                 with st.spinner("Writing the demo images…"):
                     info = write_demo(base / "data")
@@ -152,7 +155,7 @@ def start_panel(expanded_tab: bool = True) -> None:
             if not data or not ws_dir:
                 st.warning("Give both a dataset and a workspace folder.")
             elif refused:
-                st.error(refused, icon=":material/block:")
+                st.error(md(refused), icon=":material/block:")
             else:
                 enc = EncoderConfig(encoder=encoder, model=model, pretrained=(pretrained or None) if not checkpoint
                                     else None, checkpoint=checkpoint or None, model_config=model_config or None)
@@ -166,18 +169,23 @@ def start_panel(expanded_tab: bool = True) -> None:
                 _ui.open_workspace(p)
                 st.rerun()
             else:
-                st.error(f"`{p}` is not a scanned workspace (no workspace.json / scores.parquet). "
+                st.error(f"{md(p)} is not a scanned workspace (no workspace.json / scores.parquet). "
                          "Scan a dataset into it first.")
 
 
 if ctx is None:
     p = _ui.current_workspace_path()
     if p:
-        st.warning(f"`{p}` is not a scanned workspace yet.")
+        st.warning(f"{md(p)} is not a scanned workspace yet.")
     start_panel()
     st.stop()
 
 # --- summary -------------------------------------------------------------------------------------------------------
+problem = _ui.store_problem(ctx)
+if problem is not None:
+    st.error(md(f"The review database cannot be used: {problem}"), icon=":material/error:")
+    start_panel()
+    st.stop()
 S = ctx.settings
 summ = views.scan_summary(S, ctx.scores, ctx.dataset())
 state = ctx.state()
@@ -186,14 +194,16 @@ dec = views.decision_counts(state, flag)
 reviewed = summ["flagged"] - dec["undecided"]
 
 head_l, head_r = st.columns([5, 1], vertical_alignment="center")
-head_l.markdown(f"### Workspace `{ctx.ws.path.name}`")
-head_l.caption(f"`{ctx.ws.path}` · scanned {S.scanned_at or '?'} · data `{S.data.source or '?'}`")
+head_l.markdown(f"### Workspace {md(ctx.ws.path.name)}")
+head_l.caption(f"{md(ctx.ws.path)} · scanned {md(S.scanned_at or '?')} · data {md(S.data.source or '?')}")
 if head_r.button("Close workspace", icon=":material/logout:", key="close_ws"):
     _ui.close_workspace()
     st.rerun()
 
 m = st.columns(5)
-m[0].metric("Samples", f"{summ['samples']:,}", help="Rows found in the dataset, readable or not")
+counts = views.headline_counts(ctx.scores, ctx.dataset())  # the same numbers as the sidebar
+m[0].metric("Samples", f"{counts['samples']:,}", help=f"Rows found in the dataset, readable or not; "
+            f"{counts['scored']:,} scored")
 m[1].metric("Classes", summ["classes"])
 m[2].metric("Flagged", f"{summ['flagged']:,}", f"{summ['flagged_share']:.1%} of scored", delta_color="off", delta_arrow="off",
             help=f"By the default method '{summ['method']}'")
@@ -212,13 +222,13 @@ if health_notes:
         for n in health_notes:
             st.text(n[len(health.PREFIX):])  # plain text: the warnings quote class names
 
-pills = [f"<span class='cc-pill'>encoder: {views.encoder_description(S)}</span>",
-         f"<span class='cc-pill'>method: {summ['method']}</span>",
-         f"<span class='cc-pill'>suggestions from: {summ['suggestion_source']}</span>"]
+pills = [f"<span class='cc-pill'>encoder: {html(views.encoder_description(S))}</span>",
+         f"<span class='cc-pill'>method: {html(summ['method'])}</span>",
+         f"<span class='cc-pill'>suggestions from: {html(summ['suggestion_source'])}</span>"]
 st.html("<div>" + "".join(pills) + "</div>")
 if not summ["zero_shot"]:
     reason = (summ["zero_shot_reason"] or "The encoder has no text tower").rstrip(". ")
-    st.warning(f"**Zero-shot criteria unavailable.** {reason[0].upper() + reason[1:]}. Only the linear-probe "
+    st.warning(f"**Zero-shot criteria unavailable.** {md(reason[0].upper() + reason[1:])}. Only the linear-probe "
                "criteria, k-NN agreement and cleanlab are used.", icon=":material/info:")
 
 left, right = st.columns([3, 2])
@@ -229,7 +239,7 @@ with left:
     if fc:
         keys = list(fc)
         colors = [registry.detector(k).colour if k in names else "#a5b4fc" for k in keys]
-        fig = go.Figure(go.Bar(x=[fc[k] for k in keys], y=[names.get(k, k) for k in keys], orientation="h",
+        fig = go.Figure(go.Bar(x=[fc[k] for k in keys], y=[plot(names.get(k, k)) for k in keys], orientation="h",
                                marker_color=colors, text=[f"{fc[k]:,} ({fc[k] / max(summ['scored'], 1):.0%})"
                                                           for k in keys], textposition="auto"))
         fig.update_layout(height=230, margin=dict(l=10, r=10, t=10, b=10), xaxis_title="samples flagged",
@@ -238,9 +248,9 @@ with left:
 with right:
     st.markdown("#### CLIPCleaner criteria")
     for c in summ["criteria_used"]:
-        st.markdown(f":material/check_circle: **{c}** — rejects {summ['criterion_rejects'].get(c, 0):,} labels")
+        st.markdown(f":material/check_circle: **{md(c)}** — rejects {summ['criterion_rejects'].get(c, 0):,} labels")
     for c in summ["criteria_unavailable"]:
-        st.markdown(f":material/block: ~~{c}~~ — not available (no text tower)")
+        st.markdown(f":material/block: ~~{md(c)}~~ — not available (no text tower)")
     st.markdown("#### Your review")
     st.markdown(" · ".join(f"{_ui.STATUS_BADGE[k]} {dec[k]:,}" for k in ("undecided", "accept", "relabel", "exclude",
                                                                          "unsure")))
@@ -248,8 +258,8 @@ with right:
 st.markdown("#### Flagged share per given class")
 cc = pd.DataFrame({"class": ctx.scores["label"], "flagged": flag}).groupby("class", sort=False)["flagged"] \
     .agg(["sum", "count"]).reindex(ctx.classes).fillna(0)
-fig = go.Figure([go.Bar(x=cc.index, y=cc["count"] - cc["sum"], name="not flagged", marker_color="#c7d2fe"),
-                 go.Bar(x=cc.index, y=cc["sum"], name="flagged", marker_color="#ef4444")])
+fig = go.Figure([go.Bar(x=plot_all(cc.index), y=cc["count"] - cc["sum"], name="not flagged", marker_color="#c7d2fe"),
+                 go.Bar(x=plot_all(cc.index), y=cc["sum"], name="flagged", marker_color="#ef4444")])
 fig.update_layout(barmode="stack", height=280, margin=dict(l=10, r=10, t=30, b=10),
                   legend=dict(orientation="h", y=1.12, x=0), yaxis_title="samples")
 st.plotly_chart(fig, width="stretch", config={"displayModeBar": False})

@@ -38,3 +38,60 @@ def demo_workspace_copy(dest: Path) -> tuple[Path, Path]:
     out = Path(dest) / "ws"
     shutil.copytree(base["workspace"], out, ignore=shutil.ignore_patterns("review.sqlite*", "thumbs", "layout_*"))
     return out, base["data"]
+
+
+# --- the review grid (pages/_grid.py) in AppTest: read what it draws, send what the browser would send ----------
+def grid(at, key: str = "sus") -> dict:
+    """The data the review grid ``key`` was drawn with (cards, page, acked, message, conflict, detail, ...)."""
+    import json
+
+    for el in at.get("bidi_component"):
+        if el.proto.id.endswith(f"{key}_grid") or f"-{key}_grid" in el.proto.id:
+            return json.loads(el.proto.json)
+    raise AssertionError(f"no review grid {key!r} on this page")
+
+
+def grid_ids(at, key: str = "sus") -> list[str]:
+    """Sample ids of the cards on the grid's current page, in display order."""
+    return [c["sid"] for c in grid(at, key)["cards"]]
+
+
+_KEEP = "keep"
+
+
+def grid_send(at, key: str, *events: dict, focus: str | None = None, detail: str | None = _KEEP):
+    """Send ``events`` as the browser component does (its "ui" state: outbox with sequence numbers > acked, the
+    focused card and the open detail view — kept as they were unless given), rerun and return ``at``."""
+    data = grid(at, key)
+    prev = {}
+    try:
+        prev = dict(dict(at.session_state[f"{key}_grid"]).get("ui") or {})
+    except (KeyError, TypeError, ValueError):
+        pass
+    seq = int(data["acked"])
+    outbox = [dict(e, seq=seq + i + 1) for i, e in enumerate(events)]
+    at.session_state[f"{key}_grid"] = {"ui": {"outbox": outbox, "focus": focus or prev.get("focus"),
+                                              "detail": prev.get("detail") if detail == _KEEP else detail,
+                                              "advance": True}}
+    return at.run()
+
+
+def grid_decide(at, key: str, sid: str, action: str, label: str | None = None, seen: int | None = None):
+    """A decision on the card ``sid`` as a key or a card button sends it (with the event id the card showed)."""
+    if seen is None:
+        seen = next(c for c in grid(at, key)["cards"] if c["sid"] == sid)["seen"]
+    return grid_send(at, key, {"type": "decide", "sid": sid, "action": action, "label": label, "seen": seen})
+
+
+def grid_bulk(at, key: str, action: str):
+    """The "Whole page" menu: ``action`` for every card shown (the browser sends the cards it showed)."""
+    seen = {c["sid"]: c["seen"] for c in grid(at, key)["cards"]}
+    return grid_send(at, key, {"type": "bulk", "action": action, "seen": seen})
+
+
+def shown(markdown: object) -> str:
+    """The text a reader sees for app Markdown whose data was escaped (pages/_safe.md): escapes and word joiners
+    removed, so a test can look for a path or a label in an error line."""
+    import re
+
+    return re.sub(r"\\(.)", r"\1", str(markdown)).replace("\u2060", "")

@@ -13,6 +13,8 @@ from clipcleaner_core.decisions import ReviewStore  # noqa: E402
 from clipcleaner_core.ood import NONE_OF_THE_CLASSES  # noqa: E402
 from clipcleaner_core.workspace import Workspace  # noqa: E402
 
+from _app_helpers import grid, grid_decide, grid_ids  # noqa: E402
+
 APP = str(Path(__file__).resolve().parent.parent / "app.py")
 
 
@@ -85,8 +87,10 @@ def test_duplicates_page_keep_one_and_one_label_are_one_undo_group_each(dup_ws):
 
 def test_none_of_the_classes_action_records_an_exclude_with_that_reason(dup_ws):
     at = _app(dup_ws, "pages/suspects.py")
-    at.button(key="sus_fn").click().run()
+    sid = grid_ids(at, "sus")[0]
+    grid_decide(at, "sus", sid, "none")  # the E key / the card's "None" button
     assert not at.exception, [e.value for e in at.exception]
+    assert grid(at, "sus")["message"]["text"].endswith(f"({NONE_OF_THE_CLASSES}). Undo: Z")
     _, hist = _current(dup_ws)
     last = hist.iloc[0]
-    assert last["action"] == "exclude" and last["note"] == NONE_OF_THE_CLASSES
+    assert last["sample_id"] == sid and last["action"] == "exclude" and last["note"] == NONE_OF_THE_CLASSES

@@ -1,6 +1,8 @@
-"""Real-browser test: `streamlit run app.py` on a free localhost port, driven by Chromium (Debian package) through
-Playwright. Builds and scans the offline demo from the Home page, relabels one suspect, excludes another, downloads
-the cleaned CSV and checks those two rows, and saves a screenshot of every page into tests/artifacts/.
+"""Real-browser tests: `streamlit run app.py` on a free localhost port, driven by Chromium (Debian package) through
+Playwright (bench/browser.py). The first test builds and scans the offline demo from the Home page, reviews with the
+keyboard and the mouse, visits every page (screenshots into tests/artifacts/) and checks the cleaned CSV. The others
+check the review loop of issue 10 at 1600×1000: the focus stays on screen, the detail view acts on the sample it
+shows, digit keys relabel, undo is per tab, a reload restores filters, page and focus, and the cards fit at 1280×800.
 
 Needs /usr/bin/chromium (`apt-get install chromium`); never runs `playwright install`. Skipped only when chromium is
 missing and the CI environment variable is not set.
@@ -9,92 +11,51 @@ from __future__ import annotations
 
 import contextlib
 import os
-import socket
-import subprocess
+import shutil
 import sys
 import time
-import urllib.request
 from pathlib import Path
 
 import pandas as pd
 import pytest
 
-pytestmark = pytest.mark.slow  # long: run by CI and `pytest`, skipped by `pytest -m "not slow"`
+from bench.browser import CHROMIUM, chromium, press_and_settle, streamlit_server, wait_idle
+from clipcleaner_core.decisions import ReviewStore
+from clipcleaner_core.workspace import Workspace
 
-CHROMIUM = Path("/usr/bin/chromium")
 ROOT = Path(__file__).resolve().parent.parent
 ARTIFACTS = Path(__file__).resolve().parent / "artifacts"
-ARGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-background-networking",
-        "--disable-component-update", "--disable-sync", "--no-first-run"]
+VIEW = {"width": 1600, "height": 1000}
 
+pytestmark = pytest.mark.slow
 if not CHROMIUM.exists() and not os.environ.get("CI"):
     pytest.skip("/usr/bin/chromium is not installed (apt-get install chromium); required in CI",
                 allow_module_level=True)
 
 
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
-@contextlib.contextmanager
-def serve_app(tmp: Path, env_extra: dict[str, str]):
-    """``streamlit run app.py`` on a free localhost port with ``env_extra`` set; yields its URL once healthy and
-    stops the server afterwards. Its log is ``tmp/server.log``."""
-    port = _free_port()
-    env = {k: v for k, v in os.environ.items() if k != "CLIPCLEANER_WORKSPACE"}
-    env.update(HF_HUB_OFFLINE="1", PYTHONUNBUFFERED="1", **env_extra)
-    log = open(tmp / "server.log", "w")
-    proc = subprocess.Popen(
-        [sys.executable, "-m", "streamlit", "run", str(ROOT / "app.py"), "--server.port", str(port),
-         "--server.address", "127.0.0.1", "--server.headless", "true", "--browser.gatherUsageStats", "false"],
-        cwd=str(ROOT), env=env, stdout=log, stderr=subprocess.STDOUT)
-    url = f"http://127.0.0.1:{port}"
-    try:
-        deadline = time.time() + 90
-        while time.time() < deadline:
-            try:
-                if urllib.request.urlopen(f"{url}/_stcore/health", timeout=2).status == 200:
-                    break
-            except OSError:
-                time.sleep(0.5)
-            if proc.poll() is not None:
-                raise RuntimeError(f"streamlit exited: {(tmp / 'server.log').read_text()}")
-        else:
-            raise RuntimeError("streamlit did not become healthy in 90 s")
-        yield url
-    finally:
-        proc.terminate()
-        try:
-            proc.wait(timeout=15)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-        log.close()
-
-
 @pytest.fixture(scope="module")
 def server(tmp_path_factory):
     tmp = tmp_path_factory.mktemp("browser")
-    with serve_app(tmp, {"CLIPCLEANER_DEMO_DIR": str(tmp / "demo")}) as url:
-        yield {"url": url, "tmp": tmp, "log": tmp / "server.log"}
+    env = {"CLIPCLEANER_DEMO_DIR": str(tmp / "demo"), "CLIPCLEANER_WORKSPACE": str(tmp / "demo" / "workspace")}
+    with streamlit_server(ROOT / "app.py", tmp / "server.log", env=env) as url:
+        yield {"url": url, "tmp": tmp, "log": tmp / "server.log", "ws": tmp / "demo" / "workspace"}
+    assert "Traceback" not in (tmp / "server.log").read_text()
 
 
-def _idle(page, timeout: float = 120.0, settle: float = 1.0) -> None:
-    """Wait until the app has finished running its script (no running-status widget for ``settle`` seconds)."""
-    page.wait_for_selector("[data-testid='stAppViewContainer']", timeout=timeout * 1000)
-    deadline = time.time() + timeout
-    quiet_since = None
-    while time.time() < deadline:
-        running = page.locator("[data-testid='stStatusWidget']").count() > 0
-        if running:
-            quiet_since = None
-        elif quiet_since is None:
-            quiet_since = time.time()
-        elif time.time() - quiet_since >= settle:
-            return
-        time.sleep(0.2)
-    raise TimeoutError("the app kept running")
+@pytest.fixture()
+def ws(server) -> Path:
+    """The server's demo workspace (scanned by the first test through the Home page, else copied from the shared
+    scan), every decision cleared."""
+    path = server["ws"]
+    if not Workspace(path).exists():
+        from _app_helpers import _build_base
+
+        shutil.copytree(_build_base()["workspace"], path, ignore=shutil.ignore_patterns("review.sqlite*"))
+    with ReviewStore.for_workspace(path) as store:
+        cur = store.current()
+        if len(cur):
+            store.record_many(list(cur["sample_id"]), "clear")
+    return path
 
 
 _T0 = time.time()
@@ -107,98 +68,242 @@ def _shot(page, name: str) -> None:
     page.screenshot(path=str(ARTIFACTS / f"{name}.png"))
 
 
-def _goto(page, url: str, label: str) -> None:
+def _goto(page, label: str) -> None:
     page.get_by_test_id("stSidebarNav").get_by_text(label, exact=True).click()
     page.locator("h2", has_text=label).first.wait_for()  # the new page's own title, not the old page
-    _idle(page)
+    wait_idle(page)
+
+
+def _grid(page, key: str = "sus"):
+    """The review grid of ``key`` once its cards are drawn."""
+    page.locator(".ccg .ccg-card").first.wait_for(timeout=120_000)
+    return page.locator(".ccg").first
+
+
+def _saved(page) -> None:
+    """Wait until every event the grid sent was acknowledged (committed) and the page is idle."""
+    page.wait_for_function("document.querySelector('.ccg') && "
+                           "document.querySelector('.ccg').getAttribute('data-pending') === '0'", timeout=120_000)
+    wait_idle(page, settle=0.5)
+
+
+def _decisions(ws: Path) -> pd.DataFrame:
+    with ReviewStore.for_workspace(ws) as store:
+        return store.current().set_index("sample_id")
+
+
+def _suspects(ctx, url: str, query: str = ""):
+    page = ctx.new_page()
+    page.set_default_timeout(60_000)
+    page.goto(f"{url}/suspects{query}")
+    _grid(page)
+    wait_idle(page)
+    return page
+
+
+def _in_view(page, locator) -> bool:
+    box = locator.bounding_box()
+    vh = page.viewport_size["height"]
+    return box is not None and box["y"] >= 0 and box["y"] + box["height"] <= vh
 
 
 def test_demo_review_and_export_in_a_browser(server):
-    from playwright.sync_api import sync_playwright
-
     from clipcleaner_core import views
-    from clipcleaner_core.workspace import Workspace
 
     url = server["url"]
-    with sync_playwright() as p:
-        browser = p.chromium.launch(executable_path=str(CHROMIUM), args=ARGS)
-        try:
-            ctx = browser.new_context(viewport={"width": 1400, "height": 2400}, accept_downloads=True)
-            page = ctx.new_page()
-            page.set_default_timeout(60_000)
-            # 0. the first request of a fresh server is a deep link: it still goes through app.py's navigation
-            page.goto(url.rstrip("/") + "/suspects")
-            page.get_by_text("No workspace is open").first.wait_for()  # the Suspects page's empty state
-            page.get_by_test_id("stSidebarNav").get_by_text("Export", exact=True).wait_for()
-            _idle(page)
-            assert page.url.rstrip("/").endswith("/suspects")
-            page.goto(url)
-            _idle(page)
-            # 1. Home: build and scan the offline demo in one click
-            page.get_by_role("button", name="Build and scan the demo").click()
-            page.get_by_test_id("stMetric").filter(has_text="Unusable files").wait_for(timeout=180_000)
-            _idle(page)
-            _shot(page, "01_home")
-            ws = Workspace(server["tmp"] / "demo" / "workspace")
-            assert ws.exists()
-            s = ws.scores()
-            none = pd.DataFrame(columns=["sample_id", "action", "label", "reviewer", "updated_at"])
-            order = views.filter_rows(s, views.review_state(s["sample_id"], none))  # the grid's order
-            first, second, third = s.iloc[order[0]], s.iloc[order[1]], s.iloc[order[2]]
+    with chromium(viewport={"width": 1400, "height": 2400}, settle=True) as ctx:
+        page = ctx.new_page()
+        page.set_default_timeout(60_000)
+        # 0. the first request of a fresh server is a deep link: it still goes through app.py's navigation
+        page.goto(url.rstrip("/") + "/suspects")
+        page.get_by_text("No workspace is open").first.wait_for()  # the Suspects page's empty state
+        page.get_by_test_id("stSidebarNav").get_by_text("Export", exact=True).wait_for()
+        wait_idle(page)
+        assert page.url.rstrip("/").endswith("/suspects")
+        page.goto(url)
+        wait_idle(page)
+        page.get_by_role("textbox", name="Reviewer name").fill("ann")
+        page.get_by_role("textbox", name="Reviewer name").press("Enter")
+        wait_idle(page)
+        # 1. Home: build and scan the offline demo in one click
+        page.get_by_role("button", name="Build and scan the demo").click()
+        page.get_by_test_id("stMetric").filter(has_text="Unusable files").wait_for(timeout=240_000)
+        wait_idle(page)
+        assert page.get_by_role("textbox", name="Reviewer name").input_value() == "ann"  # not blank after the demo build
+        sidebar = page.get_by_test_id("stSidebar").inner_text()
+        home = page.get_by_test_id("stMetric").filter(has_text="Samples").inner_text()
+        assert "1,797 samples" in sidebar and "1,797" in home  # the same count in both places
+        _shot(page, "01_home")
+        ws = Workspace(server["ws"])
+        s = ws.scores()
+        none = pd.DataFrame(columns=["sample_id", "action", "label", "reviewer", "updated_at"])
+        order = views.filter_rows(s, views.review_state(s["sample_id"], none))  # the grid's order
+        first, second, third = s.iloc[order[0]], s.iloc[order[1]], s.iloc[order[2]]
 
-            # 2. Suspects: take the suggestion for the top suspect, exclude the second
-            _goto(page, url, "Suspects")
-            page.locator(f".st-key-sus-card-{first['sample_id']}").first.wait_for()
-            _shot(page, "02_suspects")
-            page.locator(f".st-key-sus_c_{first['sample_id']}_s button").first.click()
-            page.locator(f".st-key-sus-card-{first['sample_id']}").wait_for(state="detached")
-            _idle(page)
-            page.locator(f".st-key-sus_c_{second['sample_id']}_x button").first.click()
-            page.locator(f".st-key-sus-card-{second['sample_id']}").wait_for(state="detached")
-            _idle(page)
-            page.locator(f".st-key-sus_c_{third['sample_id']}_d button").first.click()
-            page.get_by_text("Nearest neighbours", exact=False).first.wait_for()
-            _idle(page)
-            _shot(page, "03_suspect_detail")
-            # keyboard shortcut: the detail view focused the third suspect; "U" marks it unsure
-            page.keyboard.press("u")
-            page.locator(f".st-key-sus-card-{third['sample_id']}").wait_for(state="detached")
-            _idle(page)
+        # 2. Suspects: take the suggestion for the top suspect (card button), exclude the second (key X)
+        _goto(page, "Suspects")
+        grid = _grid(page)
+        _shot(page, "02_suspects")
+        page.locator(f".ccg-card[data-sid='{first['sample_id']}'] [data-act='suggest']").click()
+        _saved(page)
+        assert grid.get_attribute("data-focus") == second["sample_id"]  # the card button advanced the focus
+        press_and_settle(page, "x")
+        _saved(page)
+        page.locator(f".ccg-card[data-sid='{third['sample_id']}'] [data-act='detail']").click()
+        page.get_by_text("Nearest neighbours", exact=False).first.wait_for()
+        wait_idle(page)
+        _shot(page, "03_suspect_detail")
+        press_and_settle(page, "u")  # the detail view shows the third suspect; U marks it unsure
+        _saved(page)
+        press_and_settle(page, "Escape")
 
-            # 3. the other pages
-            for label, name in (("Embedding map", "04_embedding_map"), ("Class confusion", "05_confusion"),
-                                ("Hard noise", "06_hard_noise"), ("Evaluation", "08_evaluation")):
-                _goto(page, url, label)
-                page.locator(".js-plotly-plot").first.wait_for(timeout=120_000)
-                _idle(page)
-                if label == "Class confusion":  # clicking a heatmap cell opens its samples for review
-                    xb = page.locator(".js-plotly-plot .xtick text", has_text="eight").first.bounding_box()
-                    yb = page.locator(".js-plotly-plot .ytick text", has_text="one").first.bounding_box()
-                    x, y = xb["x"] + xb["width"] / 2, yb["y"] + yb["height"] / 2
-                    page.mouse.move(x, y)
-                    page.mouse.click(x, y)
-                    page.locator("[class*='st-key-conf-card-']").first.wait_for()
-                    _idle(page)
-                    assert page.get_by_text("Given one, predicted eight", exact=False).count() >= 1
-                _shot(page, name)
+        # 3. the other pages
+        for label, name in (("Embedding map", "04_embedding_map"), ("Class confusion", "05_confusion"),
+                            ("Hard noise", "06_hard_noise"), ("Evaluation", "08_evaluation")):
+            _goto(page, label)
+            page.locator(".js-plotly-plot").first.wait_for(timeout=120_000)
+            wait_idle(page)
+            if label == "Class confusion":  # clicking a heatmap cell opens its samples for review
+                xb = page.locator(".js-plotly-plot .xtick text", has_text="eight").first.bounding_box()
+                yb = page.locator(".js-plotly-plot .ytick text", has_text="one").first.bounding_box()
+                x, y = xb["x"] + xb["width"] / 2, yb["y"] + yb["height"] / 2
+                page.mouse.move(x, y)
+                page.mouse.click(x, y)
+                _grid(page)
+                wait_idle(page)
+                assert page.get_by_text("Given one, predicted eight", exact=False).count() >= 1
+                # the tick labels sit on the matrix: each under / beside its own column / row of cells
+                plot = page.locator(".js-plotly-plot .nsewdrag").first.bounding_box()
+                assert plot["x"] - 2 <= xb["x"] + xb["width"] / 2 <= plot["x"] + plot["width"] + 2
+                assert plot["y"] - 2 <= yb["y"] + yb["height"] / 2 <= plot["y"] + plot["height"] + 2
+            _shot(page, name)
 
-            # 4. Export: download the cleaned CSV and check the two decisions
-            _goto(page, url, "Export")
-            _shot(page, "07_export")
-            with page.expect_download() as dl:
-                page.get_by_role("button", name="Download cleaned CSV").click()
-            path = server["tmp"] / "cleaned.csv"
-            dl.value.save_as(path)
-            out = pd.read_csv(path, keep_default_na=False).set_index("sample_id")
-            assert out.loc[first["sample_id"], "label"] == first["suggested_label"]
-            assert out.loc[first["sample_id"], "decision"] == "relabel"
-            assert out.loc[first["sample_id"], "original_label"] == first["label"]
-            assert second["sample_id"] not in out.index  # excluded rows are dropped by default
-            assert out.loc[third["sample_id"], "decision"] == "unsure"
-            assert out.loc[third["sample_id"], "label"] == third["label"]
-            assert len(out) == len(s) - 1
-            _idle(page)
-            assert (ws.exports_dir / "cleaned.csv").is_file()  # also written into the workspace
-        finally:
-            browser.close()
-    assert "Traceback" not in server["log"].read_text()
+        # 4. Export: download the cleaned CSV and check the three decisions
+        _goto(page, "Export")
+        _shot(page, "07_export")
+        with page.expect_download() as dl:
+            page.get_by_role("button", name="Download cleaned CSV").click()
+        path = server["tmp"] / "cleaned.csv"
+        dl.value.save_as(path)
+        out = pd.read_csv(path, keep_default_na=False).set_index("sample_id")
+        assert out.loc[first["sample_id"], "label"] == first["suggested_label"]
+        assert out.loc[first["sample_id"], "decision"] == "relabel"
+        assert out.loc[first["sample_id"], "original_label"] == first["label"]
+        assert out.loc[first["sample_id"], "reviewer"] == "ann"
+        assert second["sample_id"] not in out.index  # excluded rows are dropped by default
+        assert out.loc[third["sample_id"], "decision"] == "unsure"
+        assert out.loc[third["sample_id"], "label"] == third["label"]
+        assert len(out) == len(s) - 1
+        wait_idle(page)
+        assert (ws.exports_dir / "cleaned.csv").is_file()  # also written into the workspace
+
+
+def test_focus_stays_on_screen_and_keys_decide_what_is_shown(server, ws):
+    classes = Workspace(ws).classes()
+    with chromium(viewport=VIEW, settle=True) as ctx:
+        page = _suspects(ctx, server["url"])
+        grid = _grid(page)
+        # J ×8: the focused card scrolls into view each time
+        for _ in range(8):
+            press_and_settle(page, "j")
+            assert _in_view(page, page.locator(".ccg-card.ccg-focus")), "the focused card left the screen"
+        cards = page.locator(".ccg-card")
+        focused = grid.get_attribute("data-focus")
+        assert focused == cards.nth(8).get_attribute("data-sid")
+        # 3: relabel the focused card to the third class; the focus moves on
+        press_and_settle(page, "3")
+        _saved(page)
+        dec = _decisions(ws)
+        assert (dec.loc[focused, "action"], dec.loc[focused, "label"]) == ("relabel", classes[2])
+        assert grid.get_attribute("data-focus") == cards.nth(9).get_attribute("data-sid")
+        assert _in_view(page, page.locator(".ccg-card.ccg-focus"))
+        # the detail view is a focus mode: A decides the sample it shows, then it shows the next one
+        press_and_settle(page, "Enter")
+        page.get_by_text("Nearest neighbours", exact=False).first.wait_for()
+        shown = grid.get_attribute("data-detail")
+        assert shown == cards.nth(9).get_attribute("data-sid")
+        assert page.locator(".ccg-detail .ccg-file").inner_text().endswith(Path(
+            Workspace(ws).scores().set_index("sample_id").loc[shown, "path"]).name)
+        press_and_settle(page, "a")
+        _saved(page)
+        assert _decisions(ws).loc[shown, "action"] == "accept"
+        nxt = grid.get_attribute("data-detail")
+        assert nxt != shown and nxt == cards.nth(10).get_attribute("data-sid")
+        page.locator(".ccg-detail h4", has_text="Nearest neighbours").wait_for()
+        # the type-ahead picker: R, type part of a class name, Enter
+        press_and_settle(page, "r")
+        page.locator(".ccg-pick-input").fill(classes[5][:3])
+        page.locator(".ccg-pick-input").press("Enter")
+        _saved(page)
+        dec = _decisions(ws)
+        assert (dec.loc[nxt, "action"], dec.loc[nxt, "label"]) == ("relabel", classes[5])
+        # ? opens the help overlay listing the keys; Esc closes it
+        page.keyboard.press("?")
+        assert page.locator(".ccg-help").is_visible() and "relabel to class" in page.locator(".ccg-help").inner_text()
+        page.keyboard.press("Escape")
+        assert not page.locator(".ccg-help").is_visible()
+        _shot(page, "09_keys_detail")
+
+
+def test_undo_in_one_tab_leaves_the_other_tabs_decision(server, ws):
+    with chromium(viewport=VIEW, settle=True) as ctx:
+        tab1 = _suspects(ctx, server["url"])
+        tab2 = _suspects(ctx, server["url"])
+        a = _grid(tab1).get_attribute("data-focus")
+        tab1.bring_to_front()
+        press_and_settle(tab1, "x")  # tab 1 excludes its first card
+        _saved(tab1)
+        tab2.bring_to_front()
+        press_and_settle(tab2, "j")
+        b = _grid(tab2).get_attribute("data-focus")
+        press_and_settle(tab2, "a")  # tab 2 (same reviewer) keeps another one, after tab 1
+        _saved(tab2)
+        tab1.bring_to_front()
+        press_and_settle(tab1, "z")
+        _saved(tab1)
+        dec = _decisions(ws)
+        assert a not in dec.index and dec.loc[b, "action"] == "accept"
+        status = tab1.locator(".ccg-status").inner_text()
+        assert status.startswith("Undid: exclude of ") and status.endswith(".png")
+        assert _grid(tab1).get_attribute("data-focus") == a  # the focus is back on the undone sample
+        press_and_settle(tab1, "z")
+        _saved(tab1)
+        assert "Nothing to undo in this tab" in tab1.locator(".ccg-status").inner_text()
+        assert _decisions(ws).loc[b, "action"] == "accept"
+
+
+def test_reload_restores_filters_page_and_focus(server, ws):
+    with chromium(viewport=VIEW, settle=True) as ctx:
+        page = _suspects(ctx, server["url"])
+        page.get_by_test_id("stMultiSelect").first.click()  # "Given class"
+        page.get_by_role("option", name="eight", exact=True).click()
+        page.keyboard.press("Escape")
+        wait_idle(page)
+        page.wait_for_function("document.querySelector('.ccg-count').textContent.includes('page 1 of')")
+        grid = _grid(page)
+        page.locator(".ccg-count").click()  # out of the filter's text field: keys go to the grid again
+        press_and_settle(page, "n")  # next page
+        page.wait_for_function("document.querySelector('.ccg').getAttribute('data-page') === '2'")
+        press_and_settle(page, "j")
+        press_and_settle(page, "j")
+        wait_idle(page)
+        focus = grid.get_attribute("data-focus")
+        assert "sus_given=eight" in page.url and "sus_page=2" in page.url and f"sus_focus={focus}" in page.url
+        page.reload()
+        grid = _grid(page)
+        wait_idle(page)
+        page.wait_for_function(f"document.querySelector('.ccg').getAttribute('data-focus') === '{focus}'")
+        assert grid.get_attribute("data-page") == "2"
+        assert "eight" in page.get_by_test_id("stMultiSelect").first.inner_text()
+        assert page.locator(".ccg-card.ccg-focus").get_attribute("data-sid") == focus
+        assert _in_view(page, page.locator(".ccg-card.ccg-focus"))
+
+
+def test_cards_fit_at_1280x800(server, ws):
+    with chromium(viewport={"width": 1280, "height": 800}, settle=True) as ctx:
+        page = _suspects(ctx, server["url"])
+        clipped = page.evaluate("""() => [...document.querySelectorAll('.ccg-card .ccg-btn')]
+            .filter((b) => !b.querySelector('.ccg-ell') && b.scrollWidth > b.clientWidth + 1)
+            .map((b) => b.textContent)""")
+        assert clipped == [], f"card buttons cut off at 1280 px: {clipped}"
+        _shot(page, "10_suspects_1280")

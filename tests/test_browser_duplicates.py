@@ -7,10 +7,14 @@ from __future__ import annotations
 
 import os
 import time
+from pathlib import Path
 
 import pytest
 
-from test_browser import ARGS, ARTIFACTS, CHROMIUM, _idle, serve_app
+from bench.browser import CHROMIUM, chromium, streamlit_server, wait_idle
+
+ARTIFACTS = Path(__file__).resolve().parent / "artifacts"
+ROOT = Path(__file__).resolve().parent.parent
 
 if not CHROMIUM.exists() and not os.environ.get("CI"):
     pytest.skip("/usr/bin/chromium is not installed (apt-get install chromium); required in CI",
@@ -19,8 +23,6 @@ if not CHROMIUM.exists() and not os.environ.get("CI"):
 
 @pytest.mark.slow
 def test_review_a_duplicate_group_in_a_browser(tmp_path):
-    from playwright.sync_api import sync_playwright
-
     from clipcleaner_core.config import EncoderConfig
     from clipcleaner_core.decisions import ReviewStore
     from clipcleaner_core.duplicates import group_table
@@ -32,30 +34,41 @@ def test_review_a_duplicate_group_in_a_browser(tmp_path):
     r = scan(info["labels"], ws, classes_file=info["classes_file"], encoder=EncoderConfig(encoder="pixels"))
     first = group_table(r.scores).iloc[0]  # the page opens on this group (conflicts first)
     members = r.scores.iloc[first["rows"]]
-    with serve_app(tmp_path, {"CLIPCLEANER_WORKSPACE": str(ws)}) as url, sync_playwright() as p:
-        browser = p.chromium.launch(executable_path=str(CHROMIUM), args=ARGS)
-        try:
-            page = browser.new_context(viewport={"width": 1400, "height": 2400}).new_page()
-            page.set_default_timeout(60_000)
-            page.goto(url)
-            _idle(page)
-            page.get_by_test_id("stSidebarNav").get_by_text("Duplicates", exact=True).click()
-            page.locator("h2", has_text="Duplicates").first.wait_for()
-            _idle(page)
-            page.locator(f".st-key-dupgrid-card-{members['sample_id'].iloc[0]}").first.wait_for()
-            ARTIFACTS.mkdir(parents=True, exist_ok=True)
-            page.screenshot(path=str(ARTIFACTS / "09_duplicates.png"))
-            page.locator(".st-key-dup_keep_go button").first.click()
-            _idle(page)
-            deadline = time.time() + 30
-            while time.time() < deadline:
-                with ReviewStore.for_workspace(ws, read_only=True) as st:
-                    cur = st.current().set_index("sample_id")
-                if len(cur) >= len(members):
-                    break
-                time.sleep(0.5)
-        finally:
-            browser.close()
+    with streamlit_server(ROOT / "app.py", tmp_path / "server.log", env={"CLIPCLEANER_WORKSPACE": str(ws)}) as url, \
+            chromium({"width": 1400, "height": 2400}) as bctx:
+        page = bctx.new_page()
+        page.set_default_timeout(60_000)
+        page.goto(url)
+        wait_idle(page)
+        page.get_by_test_id("stSidebarNav").get_by_text("Duplicates", exact=True).click()
+        page.locator("h2", has_text="Duplicates").first.wait_for()
+        wait_idle(page)
+        page.locator(f".ccg-card[data-sid='{members['sample_id'].iloc[0]}']").first.wait_for()
+        ARTIFACTS.mkdir(parents=True, exist_ok=True)
+        page.screenshot(path=str(ARTIFACTS / "09_duplicates.png"))
+        page.locator(".st-key-dup_keep_go button").first.click()
+        wait_idle(page)
+        deadline = time.time() + 30
+        while time.time() < deadline:
+            with ReviewStore.for_workspace(ws, read_only=True) as st:
+                cur = st.current().set_index("sample_id")
+            if len(cur) >= len(members):
+                break
+            time.sleep(0.5)
+        page.get_by_text("Kept ", exact=False).first.wait_for()  # the outcome is said
+        # E on a focused card: none of the classes (an exclude with that reason), in the same grid
+        last = str(members["sample_id"].iloc[-1])
+        page.locator(f".ccg-card[data-sid='{last}']").first.click()
+        page.keyboard.press("e")
+        deadline = time.time() + 30
+        while time.time() < deadline:
+            with ReviewStore.for_workspace(ws, read_only=True) as st:
+                hist = st.history()
+            if (hist["note"].astype(str) == "none of the classes").any():
+                break
+            time.sleep(0.5)
     acts = cur.reindex(members["sample_id"])["action"]
     assert acts.iloc[0] == "accept" and (acts.iloc[1:] == "exclude").all(), acts
+    none = hist[hist["note"].astype(str) == "none of the classes"]
+    assert list(none["sample_id"]) == [last] and list(none["action"]) == ["exclude"]
     assert "Traceback" not in (tmp_path / "server.log").read_text()

@@ -24,6 +24,7 @@ from clipcleaner_core.decisions import (
     ACTIONS,
     CURRENT_COLUMNS,
     HISTORY_COLUMNS,
+    ReviewConflictError,
     ReviewStore,
     copy_decisions,
     dump_json,
@@ -249,6 +250,102 @@ def test_undo_keeps_a_later_decision_of_another_reviewer(
     assert bob.undo(reviewer="bob") == ["s1"]
     assert ann.get("s1") is None
     assert ann.rebuild_decisions() == 0
+
+
+def test_undo_a_given_group_leaves_other_groups(open_store: Callable[..., ReviewStore]) -> None:
+    """Two browser tabs of the same reviewer: each undoes exactly its own groups (per-tab undo)."""
+    tab1, tab2 = open_store("ann"), open_store("ann")
+    g1 = tab1.record_many([("s1", "exclude")])
+    g2 = tab2.record_many([("s2", "accept")])
+    g3 = tab1.record_many([("s3", "relabel", "cat"), ("s4", "unsure")])
+    assert tab1.undo(group_id=g3) == ["s3", "s4"]
+    assert tab1.undo(group_id=g3) is None  # already undone
+    assert tab1.undo(group_id=g1) == ["s1"]
+    assert state(tab2) == {"s2": ("accept", None, "ann")}  # tab 2's decision untouched
+    assert tab1.undo(group_id=10_000) is None  # unknown group
+    assert tab2.undo(group_id=g2) == ["s2"] and tab2.current().empty
+    h = tab1.history()
+    assert set(h.loc[h["kind"] == "undo", "group_id"]) == {g1, g2, g3}
+    assert tab1.rebuild_decisions() == 0
+
+
+def test_snapshot_reports_state_and_newest_event(open_store: Callable[..., ReviewStore]) -> None:
+    ann, bob = open_store("ann"), open_store("bob")
+    assert ann.snapshot(["s1"]) == {"s1": {"action": None, "label": None, "reviewer": None, "updated_at": None,
+                                           "event_id": 0, "event_reviewer": None, "event_kind": None,
+                                           "event_at": None}}
+    e1 = ann.record("s1", "relabel", "cat")
+    bob.record("s2", "exclude")
+    snap = ann.snapshot(["s1", "s2", "s3", "s1"])
+    assert list(snap) == ["s1", "s2", "s3"]
+    assert (snap["s1"]["action"], snap["s1"]["label"], snap["s1"]["event_id"]) == ("relabel", "cat", e1)
+    assert snap["s2"]["event_reviewer"] == "bob" and snap["s2"]["event_kind"] == "action"
+    assert snap["s3"]["event_id"] == 0 and snap["s3"]["action"] is None
+    bob.undo(reviewer="bob")  # an undo is an event too: a view drawn before it is stale
+    after = ann.snapshot(["s2"])["s2"]
+    assert after["action"] is None and after["event_kind"] == "undo" and after["event_id"] > snap["s2"]["event_id"]
+
+
+def test_compare_and_set_refuses_a_stale_view(open_store: Callable[..., ReviewStore]) -> None:
+    ann, bob = open_store("ann"), open_store("bob")
+    seen = ann.snapshot(["s1"])["s1"]["event_id"]  # ann's tab shows s1 undecided
+    e_bob = bob.record("s1", "exclude")  # bob decides it meanwhile
+    with pytest.raises(ReviewConflictError) as err:
+        ann.record("s1", "accept", seen=seen)
+    (c,) = err.value.conflicts
+    assert (c.sample_id, c.seen, c.event_id, c.reviewer, c.kind, c.action) == ("s1", 0, e_bob, "bob", "action",
+                                                                              "exclude")
+    assert "bob" in str(err.value) and "nothing was written" in str(err.value)
+    assert state(ann) == {"s1": ("exclude", None, "bob")}  # not overwritten
+    assert len(ann.history("s1")) == 1
+    # with the fresh view (ann saw bob's decision and chose to override it) the write goes through
+    ann.record("s1", "accept", seen=ann.snapshot(["s1"])["s1"]["event_id"])
+    assert state(ann) == {"s1": ("accept", None, "ann")}
+    # an up-to-date view and no check at all both write
+    ann.record("s2", "unsure", seen=0)
+    ann.record("s2", "exclude")
+    assert state(ann)["s2"] == ("exclude", None, "ann")
+
+
+def test_compare_and_set_bulk_is_all_or_nothing(open_store: Callable[..., ReviewStore]) -> None:
+    ann, bob = open_store("ann"), open_store("bob")
+    ann.record_many([("s1", "accept"), ("s2", "accept")])
+    view = ann.snapshot(["s1", "s2", "s3"])
+    bob.undo()  # anybody's undo of the group (here bob undoes ann's) also makes the view stale
+    n_events = len(ann.history())
+    with pytest.raises(ReviewConflictError) as err:
+        ann.record_many(["s1", "s2", "s3"], "exclude", seen={k: v["event_id"] for k, v in view.items()})
+    assert sorted(c.sample_id for c in err.value.conflicts) == ["s1", "s2"]
+    assert all(c.kind == "undo" and c.reviewer == "bob" and c.action is None for c in err.value.conflicts)
+    assert len(ann.history()) == n_events and ann.current().empty  # nothing written
+    # samples left out of ``seen`` are not checked
+    gid = ann.record_many(["s1", "s3"], "exclude", seen={"s3": 0})
+    assert state(ann) == {"s1": ("exclude", None, "ann"), "s3": ("exclude", None, "ann")}
+    assert ann.undo(group_id=gid) == ["s1", "s3"]
+
+
+def test_compare_and_set_under_concurrency(open_store: Callable[..., ReviewStore]) -> None:
+    """Many writers with the same stale view of one sample: exactly one wins, the others are refused."""
+    stores = [open_store(f"r{i}") for i in range(6)]
+    seen = stores[0].snapshot(["hot"])["hot"]["event_id"]
+    wins, refused = [], []
+    barrier = threading.Barrier(len(stores))
+
+    def work(st: ReviewStore) -> None:
+        barrier.wait()
+        try:
+            st.record("hot", "accept", seen=seen)
+            wins.append(st.reviewer)
+        except ReviewConflictError:
+            refused.append(st.reviewer)
+
+    threads = [threading.Thread(target=work, args=(st,)) for st in stores]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert len(wins) == 1 and len(refused) == len(stores) - 1
+    assert len(stores[0].history("hot")) == 1 and stores[0].get("hot")["reviewer"] == wins[0]
 
 
 # ------------------------------------------------------------------------------ multi-user

@@ -20,6 +20,7 @@ import pytest
 from PIL import Image
 
 import _shards
+from _app_helpers import grid, grid_ids, grid_send
 from clipcleaner_core import images, shards, thumbnails
 from clipcleaner_core.config import EncoderConfig
 from clipcleaner_core.dataset import DatasetError, load_dataset, make_sample_id
@@ -303,15 +304,15 @@ def test_app_detail_view_of_a_shard_sample(wds, demo_dir, tmp_path):
     at.switch_page("pages/suspects.py")
     at.run()
     assert not at.exception, [e.value for e in at.exception]
-    ids = [b.key[len("sus_c_"):-2] for b in at.button if b.key and b.key.startswith("sus_c_") and b.key.endswith("_a")]
-    assert ids and len(at.image) >= len(ids)
+    ids = grid_ids(at, "sus")
+    assert ids and all(c["img"] for c in grid(at, "sus")["cards"])  # every card has its thumbnail
     sid = ids[0]
     row = r.scores.set_index("sample_id").loc[sid]
-    n_img = len(at.image)
-    at.button(key=f"sus_c_{sid}_d").click().run()
+    grid_send(at, "sus", focus=sid, detail=sid)  # Enter / the card's Detail button
     assert not at.exception, [e.value for e in at.exception]
-    assert len(at.image) > n_img + 1  # the large image and the neighbours
-    assert any(f"`{row['path']}`" in m.value for m in at.markdown)  # the sample named by its shard and key
+    d = grid(at, "sus")["detail"]
+    assert d["sid"] == sid and d["img"] and all(n["img"] for n in d["neighbours"])  # the large image and neighbours
+    assert d["path"] == row["path"]  # the sample named by its shard and key
     src = dict((p, f) for p, f, _ in info["good"])[row["path"]]
     large = thumbnails.thumbnail_path(r.workspace, sid, thumbnails.LARGE_SIZE)
     assert large.read_bytes() == thumbnails.make_thumbnail(src, thumbnails.LARGE_SIZE)  # the real image, not a card

@@ -8,29 +8,19 @@ from __future__ import annotations
 
 import os
 import shutil
-import socket
 import subprocess
 import sys
 import sysconfig
-import time
-import urllib.request
 import zipfile
 from pathlib import Path
 
 import pytest
 
+from bench.browser import CHROMIUM, CHROMIUM_ARGS, free_port, server  # noqa: E402
+
 ROOT = Path(__file__).resolve().parent.parent
-CHROMIUM = Path("/usr/bin/chromium")
-ARGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-background-networking",
-        "--disable-component-update", "--disable-sync", "--no-first-run"]
 
 pytestmark = pytest.mark.slow
-
-
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 @pytest.fixture(scope="module")
@@ -78,33 +68,14 @@ def test_installed_clipcleaner_app_serves_the_app(installed, tmp_path):
         pytest.skip("/usr/bin/chromium is not installed (apt-get install chromium); required in CI")
     from playwright.sync_api import sync_playwright
 
-    port = _free_port()
-    log = open(tmp_path / "server.log", "w")
-    proc = subprocess.Popen([str(installed / "bin" / "clipcleaner"), "app", "--headless", "--port", str(port)],
-                            cwd=tmp_path, env=_env(), stdout=log, stderr=subprocess.STDOUT)
-    try:
-        url = f"http://127.0.0.1:{port}"
-        deadline = time.time() + 90
-        while time.time() < deadline:
-            try:
-                if urllib.request.urlopen(f"{url}/_stcore/health", timeout=2).status == 200:
-                    break
-            except OSError:
-                time.sleep(0.5)
-            assert proc.poll() is None, (tmp_path / "server.log").read_text()
-        with sync_playwright() as p:
-            browser = p.chromium.launch(executable_path=str(CHROMIUM), args=ARGS)
-            page = browser.new_page(viewport={"width": 1400, "height": 1600})
-            page.goto(url)
-            page.get_by_text("Find and fix mislabelled images").wait_for(timeout=90_000)
-            page.get_by_text("Build and scan the demo").wait_for(timeout=30_000)
-            assert page.locator("[data-testid='stException']").count() == 0
-            browser.close()
-    finally:
-        proc.terminate()
-        try:
-            proc.wait(timeout=15)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-        log.close()
+    port = free_port()
+    cmd = [str(installed / "bin" / "clipcleaner"), "app", "--headless", "--port", str(port)]
+    with server(cmd, port, tmp_path / "server.log", tmp_path, _env(), timeout=90) as url, sync_playwright() as p:
+        browser = p.chromium.launch(executable_path=str(CHROMIUM), args=CHROMIUM_ARGS)
+        page = browser.new_page(viewport={"width": 1400, "height": 1600})
+        page.goto(url)
+        page.get_by_text("Find and fix mislabelled images").wait_for(timeout=90_000)
+        page.get_by_text("Build and scan the demo").wait_for(timeout=30_000)
+        assert page.locator("[data-testid='stException']").count() == 0
+        browser.close()
     assert "Traceback" not in (tmp_path / "server.log").read_text()
