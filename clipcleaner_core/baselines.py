@@ -27,7 +27,7 @@ def _topk_rows(block: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:
     return i.numpy().astype(np.int64), v.numpy()
 
 
-def _exact_neighbors(x: np.ndarray, k: int, batch: int | None = None, device: "str | torch.device" = "cpu"
+def _exact_neighbors(x: np.ndarray, k: int, batch: int | None = None, device: str | torch.device = "cpu"
                      ) -> tuple[np.ndarray, np.ndarray]:
     """Brute force on ``device`` (torch): one (b, N) float32 similarity block at a time, top-k per row, self
     excluded. ``batch`` rows per block (default: ~64 MB of similarities on the CPU, ~1 GB on CUDA)."""
@@ -72,7 +72,8 @@ def _approx_neighbors(x: np.ndarray, k: int, seed: int, n_probe: int = 6) -> tup
     """Cell-probe approximate k-NN (an IVF index, in numpy): spherical k-means splits the rows into ~sqrt(N)
     cells; the candidates of every row of a cell are the members of the cells whose centroids are nearest to
     that cell's centroid, about ``n_probe`` cells' worth of rows (at least 20·(k+1)); neighbours are the exact
-    top-k cosines among the candidates (self excluded). Cost O(N · candidates · D) instead of O(N² · D); deterministic for a ``seed``.
+    top-k cosines among the candidates (self excluded). Cost O(N · candidates · D) instead of O(N² · D); deterministic
+    for a ``seed``.
     """
     n = len(x)
     rng = np.random.default_rng(seed)
@@ -213,7 +214,11 @@ def cleanlab_flags(y: np.ndarray, pred_probs: np.ndarray, seed: int = 0, overwri
         blk /= blk.sum(axis=1, keepdims=True)
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
-        np.random.seed(seed)
-        flag = find_label_issues(y, p, n_jobs=1)
-        quality = get_label_quality_scores(y, p)
+        state = np.random.get_state()  # cleanlab draws from the global RNG: seed it, then give it back
+        try:
+            np.random.seed(seed)
+            flag = find_label_issues(y, p, n_jobs=1)
+            quality = get_label_quality_scores(y, p)
+        finally:
+            np.random.set_state(state)
     return np.asarray(flag, dtype=bool), 1.0 - np.asarray(quality, dtype=np.float64)

@@ -232,7 +232,7 @@ def format_table(result: dict) -> str:
     lines = [f"{result['samples']} samples with known truth, {result['mislabelled']} mislabelled "
              f"({100 * result['noise_rate']:.1f}%)",
              f"{'detector':<38}{'flagged':>8}{'precision':>10}{'recall':>8}{'F1':>7}{'AUROC':>8}"]
-    for key, m in result["detectors"].items():
+    for m in result["detectors"].values():
         lines.append(f"{m['detector']:<38}{m['flagged']:>8}{m['precision']:>10.3f}{m['recall']:>8.3f}"
                      f"{m['f1']:>7.3f}{m['auroc']:>8.3f}")
     o = result.get("ood")

@@ -8,8 +8,8 @@ samples), so it stays fast on 100k samples.
 from __future__ import annotations
 
 import json
+from collections.abc import Sequence
 from pathlib import Path
-from typing import Sequence
 
 import numpy as np
 import pandas as pd
@@ -164,7 +164,8 @@ def confused_pairs(counts: np.ndarray, similarity: np.ndarray | None, classes: S
         return pd.DataFrame(columns=["given", "suggested", "samples", "share_of_given", "similarity"])
     tot = c.sum(axis=1)
     sim = np.asarray(similarity)[gi, si] if similarity is not None else np.full(len(gi), np.nan)
-    df = pd.DataFrame({"given": np.asarray(classes, dtype=object)[gi], "suggested": np.asarray(classes, dtype=object)[si],
+    df = pd.DataFrame({"given": np.asarray(classes, dtype=object)[gi],
+                       "suggested": np.asarray(classes, dtype=object)[si],
                        "samples": c[gi, si].astype(int), "share_of_given": c[gi, si] / np.maximum(tot[gi], 1),
                        "similarity": sim.astype(float), "given_idx": gi, "suggested_idx": si})
     return df.sort_values(["samples", "similarity"], ascending=[False, False]).head(top).reset_index(drop=True)
