@@ -9,7 +9,7 @@ import pandas as pd
 import plotly.graph_objects as go
 import streamlit as st
 
-from clipcleaner_core import health, issues, registry, views
+from clipcleaner_core import evaluate, health, issues, registry, views
 from clipcleaner_core.pipeline import DEFAULT_PRETRAINED
 from clipcleaner_core.workspace import Workspace
 from pages import _ui
@@ -69,7 +69,7 @@ def _run_scan(data: str, ws_dir: str, classes_file: str | None, enc, truth: str 
         from clipcleaner_core.evaluate import TruthFileError
 
         try:
-            views.set_truth_path(Workspace(ws_dir), truth)
+            evaluate.set_truth_path(Workspace(ws_dir), truth)
         except TruthFileError as e:  # one line naming the file and the problem, never its content
             st.error(f"The scan is done, but the truth file was not kept: {md(e)}", icon=":material/error:")
             return False

@@ -41,8 +41,14 @@ from clipcleaner_core.decisions import (
     open_store,
 )
 from clipcleaner_core.detectors import ScoreConfig
-from clipcleaner_core.evaluate import TruthFileError, evaluate_workspace, read_truth, validate_truth_file
-from clipcleaner_core.views import set_truth_path, truth_path
+from clipcleaner_core.evaluate import (
+    TruthFileError,
+    evaluate_workspace,
+    read_truth,
+    set_truth_path,
+    truth_path,
+    validate_truth_file,
+)
 from clipcleaner_core.workspace import Workspace
 
 PIXELS = EncoderConfig(encoder="pixels")  # no weights needed (not CLIP)
