@@ -43,10 +43,12 @@ with st.sidebar:
                    help="Set a shared PostgreSQL database with `clipcleaner db use WS URL` or $CLIPCLEANER_DB_URL.")
     else:
         st.caption("No workspace open yet.")
-    if _ui.REVIEWER not in st.session_state:  # a new session
-        st.session_state[_ui.REVIEWER] = _ui.reviewer_default()
-    st.text_input("Reviewer name", key=_ui.REVIEWER, help="Stored with every decision (audit trail).",
-                  on_change=_ui.remember_reviewer, persist_state="session")  # kept across pages and reruns
+    # The name is kept in this session's own key and handed to the widget on every run: with st.navigation over a
+    # pages/ folder, Streamlit 1.67 resets an entry-point widget's state to its default on the rerun after an edit
+    # (the edit itself arrives: it is taken here, before the widget is drawn).
+    _ui.remember_reviewer()
+    st.session_state[_ui.REVIEWER] = _ui.reviewer_default()
+    st.text_input("Reviewer name", key=_ui.REVIEWER, help="Stored with every decision (audit trail).")
 
 nav_pages = {
     "": [st.Page("pages/home.py", title="Home", icon=":material/home:", default=True)],

@@ -90,8 +90,8 @@ REVIEWER = "reviewer"
 def remember_reviewer() -> None:
     """Keep the reviewer name for this session and as the server's default for new sessions."""
     name = str(st.session_state.get(REVIEWER) or "").strip()
-    st.session_state["_cc_reviewer"] = name
-    if name:
+    if name:  # an emptied field keeps the last name (decisions always carry one)
+        st.session_state["_cc_reviewer"] = name
         _server_memory()["reviewer"] = name
 
 

@@ -56,10 +56,9 @@ def test_review_a_duplicate_group_in_a_browser(tmp_path):
                 break
             time.sleep(0.5)
         page.get_by_text("Kept ", exact=False).first.wait_for()  # the outcome is said
-        # E on a focused card: none of the classes (an exclude with that reason), in the same grid
+        # the card's "None" button: none of the classes (an exclude with that reason), in the same grid
         last = str(members["sample_id"].iloc[-1])
-        page.locator(f".ccg-card[data-sid='{last}']").first.click()
-        page.keyboard.press("e")
+        page.locator(f".ccg-card[data-sid='{last}'] [data-act='none']").first.click()
         deadline = time.time() + 30
         while time.time() < deadline:
             with ReviewStore.for_workspace(ws, read_only=True) as st:

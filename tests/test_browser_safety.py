@@ -41,7 +41,7 @@ HOSTILE = [
 FILE = "<img src=x onerror=document.title='PWNED'> **b** $y$ [l](javascript:alert(1)) {i:05d}.png"
 FOLDER = "<i>data</i> **f** $z$"
 REVIEWER = "<img src=x onerror=document.title='PWNED'>**rev**"
-PAGES = ["Home", "Suspects", "Embedding map", "Class confusion", "Hard noise", "Export", "Evaluation"]
+PAGES = ["Home", "Suspects", "Embedding map", "Class confusion", "Hard noise", "Duplicates", "Export", "Evaluation"]
 
 
 @pytest.fixture(scope="module")
