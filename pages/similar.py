@@ -92,7 +92,7 @@ if mode == "similar":
     wanted = st.query_params.get("mlt_sample")
     options = list(dict.fromkeys(([wanted] if wanted and ctx.rows_of([wanted])[0] >= 0 else []) + recent))
     with st.container(border=True, key="mlt_controls"):
-        c1, c2, c3, c4, c5 = st.columns([3.4, 2.6, 1.3, 1.6, 1.6], vertical_alignment="bottom")
+        c1, c2, c3, c4, c5 = st.columns([3.2, 2.4, 1.1, 2, 1.7], vertical_alignment="bottom")
 
         def _fmt(s: str) -> str:
             r = int(ctx.rows_of([s])[0])
@@ -126,8 +126,8 @@ if mode == "similar":
         i2.markdown(f"**{md(names[row])}** · given label **{md(labels[row])}** · "
                     f"{md(_decision_words(action, label, note))}")
         i2.caption(f"{len(rows):,} nearest neighbours" + (" with the same given label" if same else "")
-                   + (", undecided only" if hide else "") + (f"; cosine similarity {res['similarity'].min():.3f}–"
-                                                             f"{res['similarity'].max():.3f}" if len(res) else ""))
+                   + (", undecided only" if hide else "") + (f"; cosine similarity {res['similarity'].max():.3f} to "
+                                                             f"{res['similarity'].min():.3f}" if len(res) else ""))
         b1, b2 = i2.columns([5, 1], vertical_alignment="bottom")
         word = _decision_words(action, label, note)
         b1.button(f"Apply “{md(word)}” to all {len(rows):,} shown", key="mlt_apply", type="primary",
