@@ -16,7 +16,7 @@ from pathlib import Path
 
 import streamlit as st
 
-from clipcleaner_core import views
+from clipcleaner_core import evaluate, views
 from clipcleaner_core.decisions import ReviewStoreError
 from pages import _ui
 from pages._safe import md
@@ -60,7 +60,7 @@ nav_pages = {
     ],
     "Finish": [st.Page("pages/export.py", title="Export", icon=":material/download:")],
 }
-if ctx is not None and views.truth_path(ctx.ws) is not None:
+if ctx is not None and evaluate.truth_path(ctx.ws) is not None:
     nav_pages["Finish"].append(st.Page("pages/evaluation.py", title="Evaluation", icon=":material/analytics:"))
 
 st.session_state[_ui.ENTRY_FLAG] = True

@@ -125,5 +125,6 @@ def run(n: int, quick: bool = False, ws: str | None = None) -> dict:
         t = time.perf_counter()
         at.button(key=keys[0]).click().run()
         actions["app: exclude click + rerun (suspects)"] = time.perf_counter() - t
-    return {"n": n, "build_workspace_s": build_s, "first_load_s": first_load, "pages": pages, "pages_cold": cold, "actions": actions,
+    return {"n": n, "build_workspace_s": build_s, "first_load_s": first_load, "pages": pages, "pages_cold": cold,
+            "actions": actions,
             "errors": errors, "peak_rss_mb": _peak_rss_mb(), "workspace": str(ws)}

@@ -1,4 +1,5 @@
-"""clipcleaner benchmark: ``python -m bench [--quick] [--json [FILE]] [--sections embed,score,knn,layout,app,keys,memory,refit]``.
+"""clipcleaner benchmark:
+``python -m bench [--quick] [--json [FILE]] [--sections embed,score,knn,layout,app,keys,memory,refit]``.
 
 Sections (docs/PERFORMANCE.md has the numbers and what they mean):
 

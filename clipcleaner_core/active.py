@@ -33,11 +33,10 @@ from __future__ import annotations
 import json
 import time
 import uuid
+from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
-from datetime import datetime, timezone
-from hashlib import sha256
+from datetime import UTC, datetime
 from pathlib import Path
-from typing import Callable
 
 import numpy as np
 import pandas as pd
@@ -437,7 +436,7 @@ def refit_workspace(ws: Workspace | str | Path, *, db_url: str | None = None, de
                        should_stop=should_stop)
     if should_stop is not None and should_stop():
         raise RefitCancelled("refit stopped")
-    now = datetime.now(timezone.utc)
+    now = datetime.now(UTC)
     fit_id = now.strftime("%Y%m%dT%H%M%S%f") + "-" + uuid.uuid4().hex[:6]
     names = np.asarray(inp.settings.classes, dtype=object)
     sug = res.p_ens.argmax(axis=1)

@@ -6,6 +6,7 @@
 """
 from __future__ import annotations
 
+import json
 import warnings
 from typing import TYPE_CHECKING
 
@@ -13,6 +14,8 @@ import numpy as np
 
 if TYPE_CHECKING:  # annotations only: torch is imported where it is used
     import torch
+
+    from .workspace import Workspace
 
 
 #: above this many rows :func:`nearest_neighbors` switches from exact brute force (O(N²·D)) to a cell-probe index
@@ -27,7 +30,7 @@ def _topk_rows(block: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:
     return i.numpy().astype(np.int64), v.numpy()
 
 
-def _exact_neighbors(x: np.ndarray, k: int, batch: int | None = None, device: "str | torch.device" = "cpu"
+def _exact_neighbors(x: np.ndarray, k: int, batch: int | None = None, device: str | torch.device = "cpu"
                      ) -> tuple[np.ndarray, np.ndarray]:
     """Brute force on ``device`` (torch): one (b, N) float32 similarity block at a time, top-k per row, self
     excluded. ``batch`` rows per block (default: ~64 MB of similarities on the CPU, ~1 GB on CUDA)."""
@@ -72,7 +75,8 @@ def _approx_neighbors(x: np.ndarray, k: int, seed: int, n_probe: int = 6) -> tup
     """Cell-probe approximate k-NN (an IVF index, in numpy): spherical k-means splits the rows into ~sqrt(N)
     cells; the candidates of every row of a cell are the members of the cells whose centroids are nearest to
     that cell's centroid, about ``n_probe`` cells' worth of rows (at least 20·(k+1)); neighbours are the exact
-    top-k cosines among the candidates (self excluded). Cost O(N · candidates · D) instead of O(N² · D); deterministic for a ``seed``.
+    top-k cosines among the candidates (self excluded). Cost O(N · candidates · D) instead of O(N² · D); deterministic
+    for a ``seed``.
     """
     n = len(x)
     rng = np.random.default_rng(seed)
@@ -213,7 +217,81 @@ def cleanlab_flags(y: np.ndarray, pred_probs: np.ndarray, seed: int = 0, overwri
         blk /= blk.sum(axis=1, keepdims=True)
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
-        np.random.seed(seed)
-        flag = find_label_issues(y, p, n_jobs=1)
-        quality = get_label_quality_scores(y, p)
+        state = np.random.get_state()  # cleanlab draws from the global RNG: seed it, then give it back
+        try:
+            np.random.seed(seed)
+            flag = find_label_issues(y, p, n_jobs=1)
+            quality = get_label_quality_scores(y, p)
+        finally:
+            np.random.set_state(state)
     return np.asarray(flag, dtype=bool), 1.0 - np.asarray(quality, dtype=np.float64)
+
+
+# --- small-loss baseline (the Hard noise page) -------------------------------------------------------------------
+def small_loss(features: np.ndarray, y: np.ndarray, n_classes: int, C: float = 1.0, seed: int = 0,
+               max_iter: int = 300) -> np.ndarray:
+    """Per-sample cross-entropy (N,) of the given label under a logistic regression trained *in-sample* on the
+    noisy labels (the classic "small-loss" trick: mislabelled samples are fitted last, so their loss is large)."""
+    from sklearn.linear_model import LogisticRegression
+
+    x = np.asarray(features, dtype=np.float32)
+    y = np.asarray(y, dtype=np.int64)
+    present = np.unique(y)
+    if len(present) < 2:
+        return np.zeros(len(y))
+    clf = LogisticRegression(C=C, max_iter=max_iter, random_state=seed)
+    clf.fit(x, y)
+    p = clf.predict_proba(x)
+    col = np.searchsorted(clf.classes_, y)
+    return -np.log(np.clip(p[np.arange(len(y)), col], 1e-12, 1.0))
+
+
+def small_loss_flags(loss: np.ndarray, share: float | None = None, seed: int = 0) -> np.ndarray:
+    """Flag the largest-loss samples: the top ``share`` (0..1) of them, or with ``share=None`` those a 2-component
+    GMM on the loss puts in the high-loss component (posterior > 0.5)."""
+    loss = np.asarray(loss, dtype=np.float64)
+    n = len(loss)
+    if n == 0:
+        return np.zeros(0, dtype=bool)
+    if share is not None:
+        k = int(round(min(max(share, 0.0), 1.0) * n))
+        flag = np.zeros(n, dtype=bool)
+        if k:
+            flag[np.argsort(-loss, kind="stable")[:k]] = True
+        return flag
+    from sklearn.mixture import GaussianMixture
+
+    if np.ptp(loss) == 0:
+        return np.zeros(n, dtype=bool)
+    gmm = GaussianMixture(2, random_state=seed, reg_covar=1e-6).fit(loss.reshape(-1, 1))
+    high = int(np.argmax(gmm.means_.ravel()))
+    return gmm.predict_proba(loss.reshape(-1, 1))[:, high] > 0.5
+
+
+def _small_loss_stamp(ws: Workspace, seed: int) -> dict:
+    return {"generation": ws.generation, "seed": seed}
+
+
+def small_loss_is_cached(ws: Workspace, seed: int = 0) -> bool:
+    """True when :func:`cached_small_loss` would return from the cache (no training)."""
+    arr_p, meta_p = ws.cache_dir / "small_loss.npy", ws.cache_dir / "small_loss.json"
+    try:
+        return arr_p.is_file() and json.loads(meta_p.read_text(encoding="utf-8")) == _small_loss_stamp(ws, seed)
+    except (OSError, ValueError):
+        return False
+
+
+def cached_small_loss(ws: Workspace, seed: int = 0) -> np.ndarray:
+    """:func:`small_loss` of the workspace's embeddings and given labels, cached in ``WS/cache/small_loss.npy``
+    (recomputed when a new scan set is published). Training takes ~1.5 min per 100k 256-d samples on 2 cores."""
+    from .workspace import array_bytes, atomic_write_bytes, atomic_write_text
+
+    arr_p, meta_p = ws.cache_dir / "small_loss.npy", ws.cache_dir / "small_loss.json"
+    if small_loss_is_cached(ws, seed):
+        return np.load(arr_p)
+    stamp = _small_loss_stamp(ws, seed)
+    scores = ws.scores()
+    loss = small_loss(ws.embeddings(), scores["label_idx"].to_numpy(), len(ws.classes()), seed=seed)
+    atomic_write_bytes(arr_p, array_bytes(loss.astype(np.float32)))
+    atomic_write_text(meta_p, json.dumps(stamp))
+    return np.load(arr_p)

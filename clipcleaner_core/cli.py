@@ -173,15 +173,10 @@ def cmd_export(a: argparse.Namespace) -> int:
 
 
 def _cli_reviewer(a: argparse.Namespace) -> str:
-    """--reviewer, else $CLIPCLEANER_REVIEWER, else the login name."""
-    import getpass
+    """--reviewer, else :func:`decisions.default_reviewer` ($CLIPCLEANER_REVIEWER, else the login name)."""
+    from .decisions import default_reviewer
 
-    if a.reviewer:
-        return a.reviewer
-    try:
-        return os.environ.get("CLIPCLEANER_REVIEWER", "").strip() or getpass.getuser() or "local"
-    except (KeyError, OSError):
-        return "local"
+    return a.reviewer or default_reviewer(login=True)
 
 
 def _db_endpoint(spec: str, must_exist: bool) -> str:

@@ -54,7 +54,7 @@ class EncoderConfig:
     ray_address: str | None = field(default=None, metadata=_opt(
         "Ray cluster address, e.g. ray://head:10001 or auto (default: $RAY_ADDRESS, else a local Ray)"))
 
-    def validate(self) -> "EncoderConfig":
+    def validate(self) -> EncoderConfig:
         """Raise ValueError naming the first invalid setting; returns self."""
         _check_choice("--encoder", self.encoder, ENCODERS)
         _check_choice("--precision", self.precision, PRECISIONS)
@@ -98,7 +98,7 @@ class ScoreConfig:
             return int(self.folds)
         return 3 if n_samples >= LARGE_N else 5
 
-    def validate(self, *, here: bool = True) -> "ScoreConfig":
+    def validate(self, *, here: bool = True) -> ScoreConfig:
         """Raise ValueError naming the first invalid setting; returns self. ``here=False`` (a stored config, e.g.
         a workspace scored on another machine) skips the check that the device exists on this machine."""
         _check_choice("--method", self.method, METHODS)

@@ -29,7 +29,7 @@ def escape_formula(value: object) -> object:
     return "'" + value
 
 
-def to_safe_csv(df: "pd.DataFrame") -> str:
+def to_safe_csv(df: pd.DataFrame) -> str:
     """CSV text of ``df`` (no index, ``\\n`` line ends) with every text cell formula-escaped."""
     import pandas as pd
 
@@ -41,7 +41,7 @@ def to_safe_csv(df: "pd.DataFrame") -> str:
     return safe.to_csv(index=False, lineterminator="\n")
 
 
-def write_safe_csv(path: str | Path, df: "pd.DataFrame") -> Path:
+def write_safe_csv(path: str | Path, df: pd.DataFrame) -> Path:
     """Write :func:`to_safe_csv` of ``df`` to ``path`` atomically (temp file + rename); returns the path."""
     from .workspace import atomic_write_text
 

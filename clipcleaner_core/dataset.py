@@ -18,9 +18,9 @@ import stat
 import sys
 import threading
 import unicodedata
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Iterable, Sequence
 
 import numpy as np
 import pandas as pd
@@ -284,7 +284,8 @@ def read_table(path: str | os.PathLike) -> pd.DataFrame:
     surrounding blanks and empty rows are handled; a file that is not UTF-8 is read as Latin-1. Column names
     are matched case-insensitively against common spellings (path/filepath/file/image…, label/class/target…).
     A cell that :func:`clipcleaner_core.export.escape_formula` protected (``'=…``, ``'+…``, ``'-…``, ``'@…``) is
-    read back without the quote, so a cleaned CSV exported by clipcleaner loads as it was. A row with more fields than the header (an unquoted delimiter in a path) is kept with the ``label`` set to
+    read back without the quote, so a cleaned CSV exported by clipcleaner loads as it was. A row with more fields
+    than the header (an unquoted delimiter in a path) is kept with the ``label`` set to
     :data:`BAD_ROW` and the raw fields in ``path``, so that it is reported, not silently misread.
     Raises :class:`DatasetError` naming the file when it cannot be read or a column is missing.
     """
@@ -298,11 +299,7 @@ def read_table(path: str | os.PathLike) -> pd.DataFrame:
             out = pd.DataFrame({"path": df[pcol].map(_cell), "label": df[lcol].map(_cell)})
             out.index = pd.RangeIndex(1, len(out) + 1)
         else:
-            raw = p.read_bytes()
-            try:
-                text = raw.decode("utf-8-sig")
-            except UnicodeDecodeError:
-                text = raw.decode("latin-1")
+            text = read_table_text(p)
             if "\0" in text:
                 raise DatasetError(f"{name}: this is not a text table (it contains NUL bytes)", "binary")
             if not text.strip():
@@ -583,7 +580,8 @@ def _load_imagefolder(top: Path, fixed_classes: list[str] | None, allow_outside_
             else:
                 status, reason = _status_of_file(f)
             if status == STATUS_OK and fixed_classes and label not in fixed_classes:
-                status, reason = STATUS_UNKNOWN_LABEL, f"{display_path(rel)}: label '{label}' is not in the classes file"
+                status, reason = (STATUS_UNKNOWN_LABEL,
+                                  f"{display_path(rel)}: label '{label}' is not in the classes file")
             rows.append(dict(sample_id=make_sample_id(rel), path=rel, abs_path=str(f.absolute()), label=label,
                              status=status, reason=reason))
     if n_images == 0:
@@ -631,7 +629,7 @@ def _label_notes(source: str, labels: Sequence[str], renamed: dict[str, str]) ->
     written in a non-NFC Unicode form (``renamed``: stored label -> one raw spelling)."""
     notes = []
     by_value: dict[float, list[str]] = {}
-    for lab in sorted(set(labels), key=_natural_key):
+    for lab in class_names_from(labels):
         if _NUMBER.fullmatch(lab):
             by_value.setdefault(float(lab), []).append(lab)
     for same in by_value.values():
@@ -715,7 +713,8 @@ def _from_table(table: pd.DataFrame, base: Path, source: str, fixed_classes: lis
             if reason:
                 reason = f"{where}: {reason}"
         if fixed_classes is not None and status == STATUS_OK and label not in fixed_classes:
-            status, reason = STATUS_UNKNOWN_LABEL, f"{where}: label '{label}' of {display_path(p)} is not in the classes file"
+            status, reason = (STATUS_UNKNOWN_LABEL,
+                              f"{where}: label '{label}' of {display_path(p)} is not in the classes file")
         if rel not in seen:
             seen[rel] = i
             first_row[rel] = len(rows)
@@ -735,7 +734,7 @@ def _from_table(table: pd.DataFrame, base: Path, source: str, fixed_classes: lis
         labels = {r["label"] for r in rows if r["label"] and r["status"] not in
                   (STATUS_DUPLICATE, STATUS_EMPTY_LABEL, STATUS_INVALID_ROW, STATUS_INVALID_NAME,
                    STATUS_INVALID_LABEL)}
-        classes = sorted(labels, key=_natural_key)
+        classes = class_names_from(labels)
     notes += _label_notes(source, classes, {k: v for k, v in renamed.items() if k in classes})
     return _rows_to_dataset(rows, classes, root, source, "table", notes)
 
@@ -747,17 +746,16 @@ def _natural_key(s: str) -> tuple:
     return tuple(int(t) if k % 2 else t.casefold() for k, t in enumerate(parts)), s  # s: a total, stable order
 
 
-def samples_summary(ds: Dataset) -> dict:
-    """Counts by status and per class (usable samples only)."""
-    return {
-        "samples": int(len(ds.samples)),
-        "usable": int((ds.samples["status"] == STATUS_OK).sum()),
-        "by_status": ds.samples["status"].value_counts().to_dict(),
-        "classes": len(ds.classes),
-        "per_class": ds.ok["label"].value_counts().reindex(ds.classes, fill_value=0).to_dict(),
-    }
+def read_table_text(path: Path) -> str:
+    """The text of a CSV/TSV table: UTF-8 (a BOM dropped), else Latin-1 (any byte string decodes)."""
+    raw = Path(path).read_bytes()
+    try:
+        return raw.decode("utf-8-sig")
+    except UnicodeDecodeError:
+        return raw.decode("latin-1")
 
 
 def class_names_from(values: Sequence[str]) -> list[str]:
-    """Sorted (natural order) unique class names from a sequence of labels."""
+    """Sorted (natural order) unique class names from a sequence of labels: the one class order of every
+    dataset kind (folders, tables, shards)."""
     return sorted({str(v) for v in values}, key=_natural_key)

@@ -49,10 +49,11 @@ import sqlite3
 import tempfile
 import time
 import unicodedata
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Callable, Iterable, Iterator, Mapping, Sequence, TypeVar
+from typing import TYPE_CHECKING, Any, TypeVar
 
 import sqlalchemy as sa
 from sqlalchemy import event as sa_event
@@ -202,7 +203,7 @@ class _Item:
 
 
 def _utcnow() -> str:
-    return datetime.now(timezone.utc).isoformat(timespec="microseconds")
+    return datetime.now(UTC).isoformat(timespec="microseconds")
 
 
 def _opt_str(value: Any, what: str) -> str | None:
@@ -435,7 +436,7 @@ class ReviewStore:
         url: str | os.PathLike[str] | None = None,
         reviewer: str = "local",
         **kwargs: Any,
-    ) -> "ReviewStore":
+    ) -> ReviewStore:
         """The workspace's store: ``url`` if given, else ``ws_dir/review.sqlite``."""
         return cls(url if url is not None else Path(ws_dir) / DEFAULT_DB_NAME, reviewer, **kwargs)
 
@@ -575,7 +576,7 @@ class ReviewStore:
         if self._lost is not None:
             raise ReviewStoreLostError(self._lost)
 
-    def __enter__(self) -> "ReviewStore":
+    def __enter__(self) -> ReviewStore:
         return self
 
     def __exit__(self, *exc: object) -> None:
@@ -931,7 +932,7 @@ class ReviewStore:
     def _read(self, fn: Callable[[Connection], T]) -> T:
         return self._transact(fn, write=False)
 
-    def current(self) -> "pd.DataFrame":
+    def current(self) -> pd.DataFrame:
         """Current decisions, one row per decided sample, sorted by ``sample_id``.
 
         Columns: sample_id, action, label (NULL unless relabel), reviewer, updated_at.
@@ -976,7 +977,7 @@ class ReviewStore:
 
         return self._read(fn)
 
-    def history(self, sample_id: str | None = None, limit: int | None = None) -> "pd.DataFrame":
+    def history(self, sample_id: str | None = None, limit: int | None = None) -> pd.DataFrame:
         """Audit trail (who did what, when), newest first.
 
         Args:
@@ -1015,7 +1016,7 @@ class ReviewStore:
         row = self._read(lambda conn: conn.execute(sa.select(sa.func.max(e.id), sa.func.count())).one())
         return int(row[0] or 0), int(row[1] or 0)
 
-    def orphans(self, known_sample_ids: Iterable[str]) -> "pd.DataFrame":
+    def orphans(self, known_sample_ids: Iterable[str]) -> pd.DataFrame:
         """Decisions whose sample_id is not among ``known_sample_ids`` (e.g. the current scan).
 
         They stay in the store (a file may come back, or be renamed back); this only reports
@@ -1176,9 +1177,18 @@ def resolve_store_url(
     return None, "default"
 
 
-def default_reviewer() -> str:
-    """``$CLIPCLEANER_REVIEWER`` if set, else ``"local"`` (the app should ask each person for a name)."""
-    return os.environ.get(REVIEWER_ENV, "").strip() or "local"
+def default_reviewer(login: bool = False) -> str:
+    """The reviewer name when nobody gave one: ``$CLIPCLEANER_REVIEWER`` if set, else (``login``: the CLI) the
+    login name, else ``"local"``. The one rule for the CLI, the API and the app (which asks each person)."""
+    name = os.environ.get(REVIEWER_ENV, "").strip()
+    if not name and login:
+        import getpass
+
+        try:
+            name = getpass.getuser().strip()
+        except (KeyError, OSError):
+            name = ""
+    return name or "local"
 
 
 def workspace_classes(workspace: str | os.PathLike[str]) -> list[str] | None:

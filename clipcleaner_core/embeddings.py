@@ -17,9 +17,9 @@ import hashlib
 import json
 import os
 import shutil
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Callable, Sequence
 
 import numpy as np
 
@@ -44,7 +44,7 @@ class EmbeddingResult:
     cache_dir: Path
     reused: bool
     notes: list[str] = field(default_factory=list)  # e.g. cache chunks that were discarded and recomputed
-    image_stats: "object | None" = None  # pandas DataFrame (quality.stats_table)
+    image_stats: object | None = None  # pandas DataFrame (quality.stats_table)
     descriptors: np.ndarray | None = None
 
 

@@ -20,9 +20,10 @@ import json
 import os
 import socket
 import threading
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any
 
 import numpy as np
 
@@ -134,7 +135,8 @@ def _hub_reachable(host: str = "huggingface.co", port: int = 443, timeout: float
 
 
 def offline_mode() -> bool:
-    """True when the environment asks for no hub access (HF_HUB_OFFLINE / TRANSFORMERS_OFFLINE / CLIPCLEANER_OFFLINE)."""
+    """True when the environment asks for no hub access
+    (HF_HUB_OFFLINE / TRANSFORMERS_OFFLINE / CLIPCLEANER_OFFLINE)."""
     return any(os.environ.get(v, "").strip().lower() in ("1", "true", "yes", "on")
                for v in ("HF_HUB_OFFLINE", "TRANSFORMERS_OFFLINE", "CLIPCLEANER_OFFLINE"))
 

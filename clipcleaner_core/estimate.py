@@ -58,7 +58,8 @@ DRAWS = 20_000
 SPOT_PRIOR = 1.0
 """Prior of the spot check's error rate: uniform, Beta(e + 1, n - e + 1). The spot check usually finds few or no
 errors, where the Jeffreys interval (prior 1/2) is known to be too narrow (Brown, Cai & DasGupta 2001): with 0 of 63
-it ends at 3.9% although a 4% rate gives 0 of 63 one time in 15 (seen on the demo). The uniform prior's 5.6% covers it."""
+it ends at 3.9% although a 4% rate gives 0 of 63 one time in 15 (seen on the demo). The uniform prior's 5.6%
+covers it."""
 SPOT_SEED_OFFSET = 7919  # the spot check's seed is the scan's seed + this (a draw of its own)
 
 

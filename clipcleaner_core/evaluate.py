@@ -18,6 +18,7 @@ quotes its content (it may be any file a person typed, e.g. ``/etc/shadow``).
 """
 from __future__ import annotations
 
+import json
 import os
 import stat
 from pathlib import Path
@@ -27,7 +28,7 @@ import pandas as pd
 
 from . import registry
 from .dataset import BAD_ROW, DatasetError, display_path, read_table
-from .workspace import Workspace
+from .workspace import Workspace, WorkspaceError, atomic_write_text
 
 #: a truth file larger than this is refused before it is read
 MAX_TRUTH_BYTES = 1 << 30
@@ -232,7 +233,7 @@ def format_table(result: dict) -> str:
     lines = [f"{result['samples']} samples with known truth, {result['mislabelled']} mislabelled "
              f"({100 * result['noise_rate']:.1f}%)",
              f"{'detector':<38}{'flagged':>8}{'precision':>10}{'recall':>8}{'F1':>7}{'AUROC':>8}"]
-    for key, m in result["detectors"].items():
+    for m in result["detectors"].values():
         lines.append(f"{m['detector']:<38}{m['flagged']:>8}{m['precision']:>10.3f}{m['recall']:>8.3f}"
                      f"{m['f1']:>7.3f}{m['auroc']:>8.3f}")
     o = result.get("ood")
@@ -248,3 +249,37 @@ def format_table(result: dict) -> str:
                       f"the samples)"]
         lines += [f"  {k:<12}{v['grouped']:>5} of {v['pairs']:<5} {v['recall']:.1%}" for k, v in d["by_kind"].items()]
     return "\n".join(lines)
+
+
+# --- the workspace's truth file -------------------------------------------------------------------------------
+TRUTH_FILE = "truth.json"
+
+
+def truth_path(ws: Workspace) -> Path | None:
+    """The ground-truth labels file of the workspace (``WS/truth.json``), or the demo's ``truth.csv`` when the
+    workspace was scanned from an unmodified ``clipcleaner demo`` folder; None when unknown or missing."""
+    p = ws.path / TRUTH_FILE
+    if p.is_file():
+        try:
+            t = Path(json.loads(p.read_text(encoding="utf-8"))["path"])
+            return t if t.is_file() else None
+        except (ValueError, KeyError, OSError):
+            return None
+    try:
+        src = Path(ws.settings().data.source)
+    except WorkspaceError:  # not scanned / damaged settings: no truth
+        return None
+    demo = src.parent / "demo.json"
+    truth = src.parent / "truth.csv"
+    return truth if demo.is_file() and truth.is_file() else None
+
+
+def set_truth_path(ws: Workspace, path: str | Path | None) -> None:
+    """Record (or with None forget) the ground-truth labels file (``path,label`` CSV/Parquet) of ``ws``; a file that
+    is not such a table, or names none of the scored samples, is refused (:class:`evaluate.TruthFileError`)."""
+    p = ws.path / TRUTH_FILE
+    if path is None:
+        p.unlink(missing_ok=True)
+        return
+    path = validate_truth_file(path, ws.scores())  # TruthFileError (one line, no content) for a bad file
+    atomic_write_text(p, json.dumps({"path": str(path)}, indent=1))

@@ -19,7 +19,7 @@ import shutil
 import tempfile
 import unicodedata
 from dataclasses import asdict
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from pathlib import Path
 
 import numpy as np
@@ -155,7 +155,7 @@ def export_report(workspace: str | Path | Workspace, table: pd.DataFrame, out: s
     dec = decisions_frame(ws, db_url)
     relabels = table[table["decision"] == "relabel"]
     report = {
-        "exported_at": datetime.now(timezone.utc).isoformat(timespec="seconds"),
+        "exported_at": datetime.now(UTC).isoformat(timespec="seconds"),
         "workspace": str(ws.path),
         "generation": ws.generation,
         "encoder": dict(settings.encoder), "scoring": asdict(settings.scoring),
@@ -275,7 +275,7 @@ def export_imagefolder(workspace: str | Path | Workspace, table: pd.DataFrame, o
             entries.append(f"{cls}/{dst.name}")
             n += 1
         marker = {"format": guards.IMAGEFOLDER_FORMAT, "version": 1, "workspace": str(ws.path), "mode": mode,
-                  "created_at": datetime.now(timezone.utc).isoformat(timespec="seconds"), "entries": entries}
+                  "created_at": datetime.now(UTC).isoformat(timespec="seconds"), "entries": entries}
         (tmp / guards.IMAGEFOLDER_MARKER).write_text(json.dumps(marker), encoding="utf-8")
     except BaseException:  # a failed build leaves the previous export as it was and no half-built folder
         shutil.rmtree(tmp, ignore_errors=True)  # (made by mkdtemp above: only our own files are in it)

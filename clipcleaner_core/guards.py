@@ -15,8 +15,8 @@ from __future__ import annotations
 
 import json
 import os
+from collections.abc import Iterable
 from pathlib import Path
-from typing import Iterable
 
 IMAGEFOLDER_MARKER = ".clipcleaner-imagefolder.json"
 """File written into every ImageFolder export: ``{"format": ..., "entries": [relative paths it created]}``."""

@@ -19,9 +19,9 @@ from __future__ import annotations
 import csv
 import io
 import os
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from collections.abc import Mapping, Sequence
 
 import numpy as np
 import pandas as pd
@@ -49,7 +49,8 @@ def detect_issues(table: pd.DataFrame, features: np.ndarray, probs: Mapping[str,
                   probe_out_of_fold: bool = True, seed: int = 0) -> IssueResult:
     """All issue types for the N scored rows of ``table`` (needs ``label_idx``, ``label``).
 
-    ``features`` (N, D) unit-norm embeddings; ``probs``: the detectors' sources (``probe`` out-of-fold; (N, K) arrays or :class:`probs.Probs`); the
+    ``features`` (N, D) unit-norm embeddings; ``probs``: the detectors' sources (``probe`` out-of-fold; (N, K)
+    arrays or :class:`probs.Probs`); the
     embeddings' k-NN (``neighbors`` / ``neighbor_sims``, (N, k)); ``label_flag`` (N,): the default detector's
     flags; ``text_features`` (M, D) CLIP prompts or None; ``image_stats`` (:func:`quality.stats_table`, rows
     aligned) and ``descriptors`` (N, DESC_DIM) from the decode, or None (a workspace scanned before they existed);
@@ -149,7 +150,7 @@ def read_columns(table_path: str | os.PathLike, wanted: Mapping[str, Sequence[st
     ``wanted`` maps an output name to accepted header names (case-insensitive). Returns ``abs_path`` (the path
     column resolved against ``base``, default the table's folder, normalised like the dataset loader) plus each
     output name found (str cells); an empty frame when the table has none of them or cannot be read."""
-    from .dataset import _find_columns, _pick_delimiter, _unescape_formula
+    from .dataset import _find_columns, _pick_delimiter, _unescape_formula, read_table_text
 
     p = Path(table_path)
     base_lex = os.path.normpath(os.path.abspath(base if base is not None else p.parent))
@@ -159,11 +160,7 @@ def read_columns(table_path: str | os.PathLike, wanted: Mapping[str, Sequence[st
             header = [str(c) for c in df.columns]
             rows = df.astype(object).where(df.notna(), "").astype(str).to_numpy().tolist()
         else:
-            raw = p.read_bytes()
-            try:
-                text = raw.decode("utf-8-sig")
-            except UnicodeDecodeError:
-                text = raw.decode("latin-1")
+            text = read_table_text(p)
             reader = csv.reader(io.StringIO(text, newline=""), delimiter=_pick_delimiter(text),
                                 skipinitialspace=True, strict=False)
             recs = [r for r in reader if r and any(c.strip() for c in r)]

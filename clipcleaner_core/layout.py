@@ -16,8 +16,8 @@ import re
 import threading
 import time
 import traceback
+from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import Callable
 
 import numpy as np
 
@@ -101,7 +101,7 @@ class _TqdmSink:
 
     def write(self, s: str) -> int:
         m = None
-        for m in self._pat.finditer(s):
+        for m in self._pat.finditer(s):  # noqa: B007 - the last match is the one wanted
             pass
         if m:
             self.progress("umap-epochs", int(m.group(1)), int(m.group(2)))

@@ -17,7 +17,8 @@ or merely ambiguous image has neighbours that agree on a class, a foreign one ha
 or the text signal alone is an outlier. Without that floor a clean, well separated dataset (tiny MAD) turns its
 ambiguous images into "none of the classes" (measured: 98 of 1,847 clean digits; 7 with it).
 
-Distance to the nearest neighbours is not used for the flag: foreign images that resemble each other (a folder of screenshots, textures) are each other's
+Distance to the nearest neighbours is not used for the flag: foreign images that resemble each other (a folder of
+screenshots, textures) are each other's
 neighbours (measured AUROC 0.17–0.20 on the open-set digits test), and its heavy tail on clean data flags ~5 % of the
 digits demo.
 
@@ -69,7 +70,8 @@ def ood_scores(probe_probs: np.ndarray | Probs, knn_probs: np.ndarray | Probs, t
 
     ``probe_probs`` (N, K): out-of-fold probe probabilities; ``knn_probs`` (N, K): the neighbours' label
     distribution; ``text_sim`` (N,): :func:`max_text_similarity` when the encoder has a text tower. Returns
-    ``score`` (N,) (combined modified z, higher = less like any class), ``flag`` (N,) bool (see the module doc), and the parts ``z_flat``, ``z_text`` (NaN without text),
+    ``score`` (N,) (combined modified z, higher = less like any class), ``flag`` (N,) bool (see the module doc),
+    and the parts ``z_flat``, ``z_text`` (NaN without text),
     ``flatness`` (the probe's normalised entropy), ``neighbour_spread`` (the neighbours').
     """
     h = normalised_entropy(probe_probs)

@@ -8,25 +8,23 @@ from __future__ import annotations
 
 import platform
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field, replace
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from pathlib import Path
-from typing import Callable
 
 import numpy as np
 import pandas as pd
 
-from . import __version__, registry
-from .dataset import STATUS_UNREADABLE, load_dataset
+from . import __version__, issues, quality, registry
 from .config import EncoderConfig, ScoreConfig
-from . import issues, quality
+from .dataset import STATUS_UNREADABLE, load_dataset
 from .detectors import Detection, detect, explain
 from .embeddings import embed_samples, embedding_key
 from .encoders import Encoder, make_encoder
 from .noise import centroid_similarity
 from .prompts import DEFAULT_TEMPLATES, build_prompts, load_descriptions
-from .workspace import (REQUIRED_SCORE_COLUMNS, DataSource, DetectionInfo, Settings, Workspace, WorkspaceError,
-                        ZeroShot)
+from .workspace import REQUIRED_SCORE_COLUMNS, DataSource, DetectionInfo, Settings, Workspace, WorkspaceError, ZeroShot
 
 __all__ = ["EncoderConfig", "ScoreConfig", "ScanResult", "scan", "rescore", "score_embeddings", "build_encoder"]
 
@@ -165,7 +163,7 @@ def scan(data: str | Path, workspace: str | Path | Workspace, *, root: str | Non
         zero_shot=text.info, scoring=scoring,
         counts={"samples": int(len(ds.samples)), "unusable": int((ds.samples["status"] != "ok").sum())},
         notes=tuple(ds.notes), versions=_versions(), clipcleaner_version=__version__,
-        scanned_at=datetime.now(timezone.utc).isoformat(timespec="seconds"), timings=timings)
+        scanned_at=datetime.now(UTC).isoformat(timespec="seconds"), timings=timings)
     return _score_and_publish(ws, base, ds.samples, emb_path, text, scoring, progress, log,
                               _ImageFacts(emb.image_stats, emb.descriptors))
 
@@ -179,7 +177,7 @@ class _ImageFacts:
     descriptors: np.ndarray | None = None
 
     @classmethod
-    def published(cls, ws: Workspace) -> "_ImageFacts":
+    def published(cls, ws: Workspace) -> _ImageFacts:
         """What the published set of ``ws`` holds (its ``img_*`` / ``content_hash`` columns and descriptors)."""
         s = ws.scores()
         cols = [f"img_{f}" for f in quality.STAT_FIELDS]

@@ -22,8 +22,8 @@ Workspace arrays (written by ``pipeline._prob_arrays``, read by :func:`load_prob
 """
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Callable
 
 import numpy as np
 
@@ -236,7 +236,7 @@ class ProbsBuilder:
 
 def collect(y: np.ndarray, n_classes: int, blocks: dict, ensemble: tuple[str, ...] = (), keep: str | None = None,
             rows: int = 65536, dense_max_classes: int | None = None,
-            extra: "Callable[[int, int], np.ndarray] | None" = None
+            extra: Callable[[int, int], np.ndarray] | None = None
             ) -> tuple[dict[str, ProbsBuilder], np.ndarray | None]:
     """One pass over row blocks of every source: ``blocks[src](start, stop)`` → (b, K) probabilities.
 

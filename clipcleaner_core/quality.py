@@ -13,7 +13,8 @@ aspect ratio); CleanVision itself is not used because it decodes the dataset aga
 :func:`quality_issues` turns them into flags: **dark** (99th luminance percentile < 0.20), **light** (5th
 percentile > 0.95), **blurry** and **low_information** (edge strength / entropy far below the dataset's own: a
 modified z-score < −3.5 on a log scale and under half the dataset's median; or an entropy under 0.5 bit),
-**odd_size** (modified z of log area beyond ±3.5 and at least 4× off the median), **odd_aspect** (short side / long side < 0.35).
+**odd_size** (modified z of log area beyond ±3.5 and at least 4× off the median), **odd_aspect** (short side /
+long side < 0.35).
 """
 from __future__ import annotations
 

@@ -26,19 +26,18 @@ from __future__ import annotations
 import contextlib
 import logging
 import os
+from collections.abc import Callable, Iterator, Sequence
 from pathlib import Path
-from typing import Any, Callable, Iterator, Sequence
+from typing import Any
 
 import numpy as np
 
-from . import quality
+from . import images, quality
 from .embeddings import ChunkWriter, EmbeddingResult, assemble, plan_embedding
 from .encoders import Encoder
-from . import images
 from .images import decode_for_embedding, stand_in
 
 Progress = Callable[[str, int, int], None]
-ENGINES = ("local", "ray")
 
 # identity fields that may legitimately differ between the driver's and a worker's copy of the same weights
 _LOCAL_IDENTITY_FIELDS = ("mtime_ns",)

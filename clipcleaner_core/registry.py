@@ -7,8 +7,8 @@ order) and rendered as words with :func:`reason_titles`.
 """
 from __future__ import annotations
 
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
-from typing import Iterable, Sequence
 
 REASON_SEP = ";"
 

@@ -10,9 +10,10 @@ issue type shows on the cards without a change here.
 from __future__ import annotations
 
 import hashlib
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import PurePath
-from typing import Any, Mapping, Sequence
+from typing import Any
 
 import numpy as np
 import pandas as pd
@@ -68,7 +69,7 @@ def describe(action: str, label: str | None, names: Sequence[str], note: str | N
     return f"{what} {who}{target}"
 
 
-def undo_sentence(entry: "UndoEntry") -> str:
+def undo_sentence(entry: UndoEntry) -> str:
     """"Undid: exclude of 01770.png" / "Undid: relabel → cat of 01.png" / "Undid: keep of 12 samples"."""
     word = ACTION_WORDS.get(entry.action, entry.action)
     if entry.action == "relabel" and entry.label and len(entry.names) == 1:

@@ -11,8 +11,9 @@ from __future__ import annotations
 
 import contextlib
 import warnings
+from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Callable
+from typing import TYPE_CHECKING
 
 import numpy as np
 
@@ -24,7 +25,7 @@ EPS = 1e-12
 
 
 # ---------------------------------------------------------------------------------------------- device
-def resolve_device(device: str | None = "auto") -> "torch.device":
+def resolve_device(device: str | None = "auto") -> torch.device:
     """The torch device the probability sources run on: ``"auto"`` (CUDA when torch sees a GPU, else the CPU),
     ``"cpu"``, ``"cuda"`` or ``"cuda:N"``. Asking for CUDA on a machine without it is an error (ValueError)."""
     import torch
@@ -44,7 +45,7 @@ def resolve_device(device: str | None = "auto") -> "torch.device":
     return dev
 
 
-def block_rows(n_cols: int, device: "torch.device | str" = "cpu") -> int:
+def block_rows(n_cols: int, device: torch.device | str = "cpu") -> int:
     """Rows per block so that a (rows, n_cols) float32 block is ~64 MB on the CPU (~1 GB on CUDA)."""
     budget = (1 << 28) if str(device).startswith("cuda") else (1 << 24)  # float32 elements
     return int(max(256, min(1 << 20, budget // max(int(n_cols), 1))))
@@ -67,7 +68,7 @@ def _torch_threads(n: int | None):
         torch.set_num_threads(old)
 
 
-def _tensor(a: np.ndarray, device) -> "torch.Tensor":
+def _tensor(a: np.ndarray, device) -> torch.Tensor:
     import torch
 
     return torch.as_tensor(np.ascontiguousarray(a, dtype=np.float32)).to(device)
@@ -86,7 +87,7 @@ class ZeroShot:
     """
 
     def __init__(self, text_features: np.ndarray, text_class: np.ndarray, n_classes: int,
-                 temperature: float = 0.07, device: "str | torch.device" = "cpu"):
+                 temperature: float = 0.07, device: str | torch.device = "cpu"):
         import torch
 
         self.device = resolve_device(device) if isinstance(device, str) else device
@@ -210,7 +211,7 @@ class MultinomialLR:
         self.C, self.max_iter, self.tol, self.device = float(C), int(max_iter), float(tol), device
 
     def fit(self, x: np.ndarray, y: np.ndarray, init: tuple[np.ndarray, np.ndarray] | None = None
-            ) -> "MultinomialLR":
+            ) -> MultinomialLR:
         import torch
 
         dev = resolve_device(self.device)
@@ -254,7 +255,7 @@ class FittedProbe:
     intercept: list[np.ndarray]
     classes: list[np.ndarray]
     model_of: np.ndarray | None
-    device: "torch.device"
+    device: torch.device
     n_iter: list[int] = field(default_factory=list)
 
     def block(self, start: int, features: np.ndarray) -> np.ndarray:
@@ -418,7 +419,7 @@ def given_prob(p: np.ndarray, y: np.ndarray) -> np.ndarray:
 GivenMax = tuple  # (p(given label) (N,), max_k p(k) (N,)): what the selection needs of a source
 
 
-def given_and_max(p: "np.ndarray | GivenMax", y: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+def given_and_max(p: np.ndarray | GivenMax, y: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     """(p(y_i|x_i) (N,), max_k p(k|x_i) (N,)) float64 of dense probabilities (N, K) or of a given/max pair."""
     if isinstance(p, tuple):
         return np.asarray(p[0], dtype=np.float64), np.asarray(p[1], dtype=np.float64)
@@ -426,7 +427,7 @@ def given_and_max(p: "np.ndarray | GivenMax", y: np.ndarray) -> tuple[np.ndarray
     return given_prob(p, y), p.max(axis=1)
 
 
-def loss_scores(p: "np.ndarray | GivenMax", y: np.ndarray) -> np.ndarray:
+def loss_scores(p: np.ndarray | GivenMax, y: np.ndarray) -> np.ndarray:
     """Loss score (N,) in [0, 1]: log p(y_i|x_i), min-max normalised within each given-label class.
 
     ``p``: dense (N, K) or a (given, max) pair. A class whose scores are all equal (including a one-sample
@@ -444,7 +445,7 @@ def loss_scores(p: "np.ndarray | GivenMax", y: np.ndarray) -> np.ndarray:
     return out
 
 
-def consistency_scores(p: "np.ndarray | GivenMax", y: np.ndarray) -> np.ndarray:
+def consistency_scores(p: np.ndarray | GivenMax, y: np.ndarray) -> np.ndarray:
     """Consistency score (N,) in (0, 1]: p(y_i|x_i) / max_k p(k|x_i); 1 when the given label is the argmax.
     ``p``: dense (N, K) or a (given, max) pair."""
     g, mx = given_and_max(p, y)
@@ -513,11 +514,10 @@ class Selection:
     clean: np.ndarray
     fallback: np.ndarray
     noise_score: np.ndarray
-    settings: dict = field(default_factory=dict)
 
 
-def clipcleaner_select(y: np.ndarray, n_classes: int, p_lr: "np.ndarray | GivenMax",
-                       p_zs: "np.ndarray | GivenMax | None" = None, theta_gmm: float = 0.5, theta_cons: float = 0.8,
+def clipcleaner_select(y: np.ndarray, n_classes: int, p_lr: np.ndarray | GivenMax,
+                       p_zs: np.ndarray | GivenMax | None = None, theta_gmm: float = 0.5, theta_cons: float = 0.8,
                        seed: int = 0) -> Selection:
     """The CLIPCleaner clean-set selection (METHOD.md steps 5–8).
 
@@ -546,7 +546,7 @@ def clipcleaner_select(y: np.ndarray, n_classes: int, p_lr: "np.ndarray | GivenM
     strength = [posterior[c] if c.endswith("_loss") else scores[c] for c in criteria]
     noise = 1.0 - np.mean(strength, axis=0)
     return Selection(criteria=criteria, scores=scores, kept=kept, posterior=posterior, clean=clean, fallback=fb,
-                     noise_score=noise, settings={"theta_gmm": theta_gmm, "theta_cons": theta_cons, "seed": seed})
+                     noise_score=noise)
 
 
 def top_k(p: np.ndarray, k: int = 3) -> tuple[np.ndarray, np.ndarray]:

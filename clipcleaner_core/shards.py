@@ -23,13 +23,31 @@ import glob
 import json
 import os
 import re
+from collections.abc import Sequence
 from pathlib import Path
-from typing import Any, Sequence
+from typing import Any
 
 from . import images
-from .dataset import (LABEL_COLUMNS, STATUS_EMPTY_LABEL, STATUS_INVALID_LABEL, STATUS_MISSING, STATUS_OK,
-                      STATUS_UNKNOWN_LABEL, STATUS_UNREADABLE, Dataset, DatasetError, _label_notes, _natural_key,
-                      _rows_to_dataset, _Walk, display_path, label_status, make_sample_id, normalize_label)
+from .dataset import (
+    LABEL_COLUMNS,
+    STATUS_EMPTY_LABEL,
+    STATUS_INVALID_LABEL,
+    STATUS_MISSING,
+    STATUS_OK,
+    STATUS_UNKNOWN_LABEL,
+    STATUS_UNREADABLE,
+    Dataset,
+    DatasetError,
+    _label_notes,
+    _natural_key,
+    _rows_to_dataset,
+    _Walk,
+    class_names_from,
+    display_path,
+    label_status,
+    make_sample_id,
+    normalize_label,
+)
 
 SHARD_KINDS = {".tar": "webdataset", ".parquet": "parquet", ".pq": "parquet"}
 """Shard file extensions and the format each one is read as."""
@@ -152,7 +170,7 @@ def load_shards(files: Sequence[Path], root: Path, source: str, fixed_classes: l
     elif class_names is not None:
         classes = list(class_names)
     else:
-        classes = sorted({r["label"] for r in rows if r["status"] == STATUS_OK}, key=_natural_key)
+        classes = class_names_from(r["label"] for r in rows if r["status"] == STATUS_OK)
     notes += _label_notes(source, classes, {})
     kind = kinds.pop() if len(kinds) == 1 else "shards"
     return _rows_to_dataset(rows, classes, root, source, kind, notes)

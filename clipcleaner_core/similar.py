@@ -13,9 +13,9 @@ Rows are positions 0..N-1 of the scan's scores (they index the embeddings too).
 """
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Sequence
 
 import numpy as np
 import pandas as pd

@@ -18,9 +18,9 @@ spot check and every ``refit_every`` queue reviews the estimate is compared with
 from __future__ import annotations
 
 import time
+from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import Callable
 
 import numpy as np
 import pandas as pd

@@ -70,14 +70,20 @@ def _digit_images(scale: int = 4) -> tuple[list[np.ndarray], np.ndarray, np.ndar
     return big, y, pixel_features(images)
 
 
-def _write(out: Path, images: list[np.ndarray], labels: list[str], truth: pd.DataFrame,
-           extra: dict[str, list] | None = None) -> list[str]:
+def _write_pngs(out: Path, images: list[np.ndarray]) -> list[str]:
+    """Grayscale (H, W) uint8 images as ``out/images/00000.png`` …; returns their paths relative to ``out``."""
     (out / "images").mkdir(parents=True, exist_ok=True)
     paths = []
     for i, im in enumerate(images):
         rel = f"images/{i:05d}.png"
         Image.fromarray(im, mode="L").save(out / rel)
         paths.append(rel)
+    return paths
+
+
+def _write(out: Path, images: list[np.ndarray], labels: list[str], truth: pd.DataFrame,
+           extra: dict[str, list] | None = None) -> list[str]:
+    paths = _write_pngs(out, images)
     write_safe_csv(out / "labels.csv", pd.DataFrame({"path": paths, "label": labels, **(extra or {})}))
     truth = truth.copy()
     truth.insert(0, "path", paths)
@@ -195,12 +201,7 @@ def write_noise_classes(out_dir: str | Path, n: int = 600, classes: int = 3, see
     imgs = [texture(TEXTURES[int(rng.integers(len(TEXTURES)))], rng) for _ in range(n)]
     lab = rng.integers(0, classes, n)
     names = [f"class{c}" for c in range(classes)]
-    (out / "images").mkdir(parents=True, exist_ok=True)
-    paths = []
-    for i, im in enumerate(imgs):
-        rel = f"images/{i:05d}.png"
-        Image.fromarray(im, mode="L").save(out / rel)
-        paths.append(rel)
+    paths = _write_pngs(out, imgs)
     write_safe_csv(out / "labels.csv", pd.DataFrame({"path": paths, "label": np.array(names)[lab]}))
     (out / "classes.txt").write_text("\n".join(names) + "\n", encoding="utf-8")
     return {"samples": n, "labels": str(out / "labels.csv"), "classes_file": str(out / "classes.txt")}

@@ -10,9 +10,9 @@ cannot be decoded gets a grey stand-in card (JPEG too) with the reason printed o
 from __future__ import annotations
 
 import os
+from collections.abc import Sequence
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
-from typing import Iterable, Sequence
 
 from PIL import Image, ImageDraw
 
@@ -56,7 +56,8 @@ def _unreadable_card(size: int, text: str) -> bytes:
 
 
 def make_thumbnail(src: str | os.PathLike, size: int = DEFAULT_SIZE) -> bytes:
-    """JPEG bytes of ``src`` (a path or an image locator) scaled so its longest side is ``size`` (small images such as 32x32 digits are enlarged
+    """JPEG bytes of ``src`` (a path or an image locator) scaled so its longest side is ``size`` (small images such
+    as 32x32 digits are enlarged
     at most 8x with nearest-neighbour, so pixels stay crisp). Raises on undecodable images."""
     import io
 
@@ -120,16 +121,3 @@ def _read_order(abs_path: str) -> tuple:
     except ValueError:
         return ("", "", -1)
     return loc.file, loc.member, loc.row
-
-
-def clear_thumbnails(ws: Workspace, sizes: Iterable[int] | None = None) -> int:
-    """Delete cached thumbnails (all sizes by default); returns the number of files removed."""
-    import shutil
-
-    root = ws.cache_dir / "thumbs"
-    n = 0
-    for d in ([root / str(s) for s in sizes] if sizes else ([root] if root.exists() else [])):
-        if d.exists():
-            n += sum(1 for _ in d.rglob("*") if _.is_file())
-            shutil.rmtree(d, ignore_errors=True)
-    return n

@@ -1,5 +1,6 @@
 """Computations behind the review app's pages (no Streamlit here): review state, filters, confusion matrices,
-similar class pairs, the hard/easy split of injected label flips, and a small-loss baseline.
+similar class pairs, the hard/easy split of injected label flips, scan summaries. (The small-loss baseline lives in
+:mod:`baselines`, the workspace's truth file in :mod:`evaluate`.)
 
 Conventions: ``scores`` is the workspace's ``scores.parquet`` (N rows); "rows" are positions 0..N-1 in it, which
 index ``embeddings.npy``, ``probs_*.npy`` and ``neighbors.npy`` too. Everything is vectorised (no Python loop over
@@ -7,16 +8,15 @@ samples), so it stays fast on 100k samples.
 """
 from __future__ import annotations
 
-import json
+from collections.abc import Sequence
 from pathlib import Path
-from typing import Sequence
 
 import numpy as np
 import pandas as pd
 
 from . import registry
 from .noise import most_similar_class
-from .workspace import Settings, Workspace, WorkspaceError, array_bytes, atomic_write_bytes, atomic_write_text
+from .workspace import Settings
 
 STATUSES = ("undecided", "accept", "relabel", "exclude", "unsure")
 STATUS_TITLES = {"undecided": "not reviewed", "accept": "given label kept", "relabel": "relabelled",
@@ -164,7 +164,8 @@ def confused_pairs(counts: np.ndarray, similarity: np.ndarray | None, classes: S
         return pd.DataFrame(columns=["given", "suggested", "samples", "share_of_given", "similarity"])
     tot = c.sum(axis=1)
     sim = np.asarray(similarity)[gi, si] if similarity is not None else np.full(len(gi), np.nan)
-    df = pd.DataFrame({"given": np.asarray(classes, dtype=object)[gi], "suggested": np.asarray(classes, dtype=object)[si],
+    df = pd.DataFrame({"given": np.asarray(classes, dtype=object)[gi],
+                       "suggested": np.asarray(classes, dtype=object)[si],
                        "samples": c[gi, si].astype(int), "share_of_given": c[gi, si] / np.maximum(tot[gi], 1),
                        "similarity": sim.astype(float), "given_idx": gi, "suggested_idx": si})
     return df.sort_values(["samples", "similarity"], ascending=[False, False]).head(top).reset_index(drop=True)
@@ -190,41 +191,6 @@ def class_examples(scores: pd.DataFrame, class_name: str, n: int = 6, by: str = 
 
 
 # --- ground truth: hard vs easy flips ---------------------------------------------------------------------------
-TRUTH_FILE = "truth.json"
-
-
-def truth_path(ws: Workspace) -> Path | None:
-    """The ground-truth labels file of the workspace (``WS/truth.json``), or the demo's ``truth.csv`` when the
-    workspace was scanned from an unmodified ``clipcleaner demo`` folder; None when unknown or missing."""
-    p = ws.path / TRUTH_FILE
-    if p.is_file():
-        try:
-            t = Path(json.loads(p.read_text(encoding="utf-8"))["path"])
-            return t if t.is_file() else None
-        except (ValueError, KeyError, OSError):
-            return None
-    try:
-        src = Path(ws.settings().data.source)
-    except WorkspaceError:  # not scanned / damaged settings: no truth
-        return None
-    demo = src.parent / "demo.json"
-    truth = src.parent / "truth.csv"
-    return truth if demo.is_file() and truth.is_file() else None
-
-
-def set_truth_path(ws: Workspace, path: str | Path | None) -> None:
-    """Record (or with None forget) the ground-truth labels file (``path,label`` CSV/Parquet) of ``ws``; a file that
-    is not such a table, or names none of the scored samples, is refused (:class:`evaluate.TruthFileError`)."""
-    p = ws.path / TRUTH_FILE
-    if path is None:
-        p.unlink(missing_ok=True)
-        return
-    from .evaluate import validate_truth_file
-
-    path = validate_truth_file(path, ws.scores())  # TruthFileError (one line, no content) for a bad file
-    atomic_write_text(p, json.dumps({"path": str(path)}, indent=1))
-
-
 def flip_kinds(given_idx: np.ndarray, truth_idx: np.ndarray, similarity: np.ndarray) -> np.ndarray:
     """Per sample: "clean" (given == truth), "hard" (flipped to the most similar other class of its true class,
     by ``similarity`` (K, K)), "easy" (flipped elsewhere) or "unknown" (truth_idx < 0). Object array (N,)."""
@@ -270,74 +236,6 @@ def catch_table(kinds: np.ndarray, flags: dict[str, np.ndarray]) -> pd.DataFrame
             "recall": float((f & noisy).sum() / noisy.sum()) if noisy.any() else float("nan"),
         })
     return pd.DataFrame(recs)
-
-
-# --- small-loss baseline -----------------------------------------------------------------------------------------
-def small_loss(features: np.ndarray, y: np.ndarray, n_classes: int, C: float = 1.0, seed: int = 0,
-               max_iter: int = 300) -> np.ndarray:
-    """Per-sample cross-entropy (N,) of the given label under a logistic regression trained *in-sample* on the
-    noisy labels (the classic "small-loss" trick: mislabelled samples are fitted last, so their loss is large)."""
-    from sklearn.linear_model import LogisticRegression
-
-    x = np.asarray(features, dtype=np.float32)
-    y = np.asarray(y, dtype=np.int64)
-    present = np.unique(y)
-    if len(present) < 2:
-        return np.zeros(len(y))
-    clf = LogisticRegression(C=C, max_iter=max_iter, random_state=seed)
-    clf.fit(x, y)
-    p = clf.predict_proba(x)
-    col = np.searchsorted(clf.classes_, y)
-    return -np.log(np.clip(p[np.arange(len(y)), col], 1e-12, 1.0))
-
-
-def small_loss_flags(loss: np.ndarray, share: float | None = None, seed: int = 0) -> np.ndarray:
-    """Flag the largest-loss samples: the top ``share`` (0..1) of them, or with ``share=None`` those a 2-component
-    GMM on the loss puts in the high-loss component (posterior > 0.5)."""
-    loss = np.asarray(loss, dtype=np.float64)
-    n = len(loss)
-    if n == 0:
-        return np.zeros(0, dtype=bool)
-    if share is not None:
-        k = int(round(min(max(share, 0.0), 1.0) * n))
-        flag = np.zeros(n, dtype=bool)
-        if k:
-            flag[np.argsort(-loss, kind="stable")[:k]] = True
-        return flag
-    from sklearn.mixture import GaussianMixture
-
-    if np.ptp(loss) == 0:
-        return np.zeros(n, dtype=bool)
-    gmm = GaussianMixture(2, random_state=seed, reg_covar=1e-6).fit(loss.reshape(-1, 1))
-    high = int(np.argmax(gmm.means_.ravel()))
-    return gmm.predict_proba(loss.reshape(-1, 1))[:, high] > 0.5
-
-
-def _small_loss_stamp(ws: Workspace, seed: int) -> dict:
-    return {"generation": ws.generation, "seed": seed}
-
-
-def small_loss_is_cached(ws: Workspace, seed: int = 0) -> bool:
-    """True when :func:`cached_small_loss` would return from the cache (no training)."""
-    arr_p, meta_p = ws.cache_dir / "small_loss.npy", ws.cache_dir / "small_loss.json"
-    try:
-        return arr_p.is_file() and json.loads(meta_p.read_text(encoding="utf-8")) == _small_loss_stamp(ws, seed)
-    except (OSError, ValueError):
-        return False
-
-
-def cached_small_loss(ws: Workspace, seed: int = 0) -> np.ndarray:
-    """:func:`small_loss` of the workspace's embeddings and given labels, cached in ``WS/cache/small_loss.npy``
-    (recomputed when a new scan set is published). Training takes ~1.5 min per 100k 256-d samples on 2 cores."""
-    arr_p, meta_p = ws.cache_dir / "small_loss.npy", ws.cache_dir / "small_loss.json"
-    if small_loss_is_cached(ws, seed):
-        return np.load(arr_p)
-    stamp = _small_loss_stamp(ws, seed)
-    scores = ws.scores()
-    loss = small_loss(ws.embeddings(), scores["label_idx"].to_numpy(), len(ws.classes()), seed=seed)
-    atomic_write_bytes(arr_p, array_bytes(loss.astype(np.float32)))
-    atomic_write_text(meta_p, json.dumps(stamp))
-    return np.load(arr_p)
 
 
 # --- summaries ------------------------------------------------------------------------------------------------------

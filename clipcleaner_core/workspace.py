@@ -26,10 +26,11 @@ import secrets
 import shutil
 import tempfile
 import threading
+from collections.abc import Iterator, Mapping
 from dataclasses import asdict, dataclass, field
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from pathlib import Path
-from typing import Any, Iterator, Mapping
+from typing import Any
 
 import numpy as np
 import pandas as pd
@@ -185,7 +186,7 @@ class DetectionInfo:
     """Further per-scan facts other stages add (issue types, health notes); JSON values."""
 
     @classmethod
-    def from_dict(cls, doc: Mapping[str, Any]) -> "DetectionInfo":
+    def from_dict(cls, doc: Mapping[str, Any]) -> DetectionInfo:
         """From ``detectors.detect``'s info or stored JSON: lists become tuples, unknown keys go to ``extra``."""
         known = set(cls.__dataclass_fields__) - {"extra"}
         return cls(**{k: tuple(v) if isinstance(v, list) else v for k, v in doc.items() if k in known},
@@ -223,7 +224,7 @@ class Settings:
         return d
 
     @classmethod
-    def from_dict(cls, doc: Any, where: str = SETTINGS) -> "Settings":
+    def from_dict(cls, doc: Any, where: str = SETTINGS) -> Settings:
         """Parse and type-check; :class:`WorkspaceError` names the first field that is wrong."""
 
         def bad(name: str, want: str) -> WorkspaceError:
@@ -410,7 +411,7 @@ class Workspace:
         except WorkspaceError:
             return False
 
-    def require(self) -> "Workspace":
+    def require(self) -> Workspace:
         self.manifest()
         return self
 
@@ -562,7 +563,7 @@ class Workspace:
             if np.ndim(arr) and name.startswith(("probs_", "neighbor")) and np.shape(arr)[0] != n:  # row-aligned
                 raise ValueError(f"inconsistent scan set: {name} has {np.shape(arr)[0]} rows, scores {n}")
         self.path.mkdir(parents=True, exist_ok=True)
-        gen = datetime.now(timezone.utc).strftime("%Y%m%dT%H%M%S%f") + "-" + secrets.token_hex(3)  # sorts by time
+        gen = datetime.now(UTC).strftime("%Y%m%dT%H%M%S%f") + "-" + secrets.token_hex(3)  # sorts by time
         gdir = self.path / f"{GEN_PREFIX}{gen}"
         arts: dict[str, Artifact] = {}
         try:
@@ -592,7 +593,7 @@ class Workspace:
             with contextlib.suppress(OSError):  # notebooks: WS/current/embeddings.npy like every other file
                 os.symlink(os.path.relpath(Path(embeddings).absolute(), gdir), gdir / "embeddings.npy")
             _fsync_dir(gdir)
-            manifest = Manifest(generation=gen, published_at=datetime.now(timezone.utc).isoformat(timespec="seconds"),
+            manifest = Manifest(generation=gen, published_at=datetime.now(UTC).isoformat(timespec="seconds"),
                                 settings=settings, artifacts=arts)
             with _locked(self.path / ".lock"):
                 legacy = self._legacy_settings()

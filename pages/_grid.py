@@ -16,8 +16,9 @@ state, exactly as the browser sends them).
 """
 from __future__ import annotations
 
+from collections.abc import Mapping
 from dataclasses import dataclass, field
-from typing import Any, Mapping
+from typing import Any
 
 import numpy as np
 import streamlit as st

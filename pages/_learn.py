@@ -20,7 +20,7 @@ from dataclasses import dataclass, field
 import pandas as pd
 import streamlit as st
 
-from clipcleaner_core import active, downstream, estimate, views
+from clipcleaner_core import active, downstream, estimate, evaluate
 from clipcleaner_core.decisions import ReviewStoreError, resolve_store_url
 from clipcleaner_core.workspace import Workspace, WorkspaceError
 from pages import _ui
@@ -255,7 +255,7 @@ def downstream_panel(ctx: _ui.Ctx, undecided: str) -> None:
                "your reviewed samples — and on a held-out 20 % of the truth file when one is set. Four probe fits.")
     stamp = (ctx.generation, ctx.decisions_stamp()[:3], undecided)
     if st.button("Run the downstream check", key="ex_ds_go", icon=":material/science:"):
-        tp = views.truth_path(ctx.ws)
+        tp = evaluate.truth_path(ctx.ws)
         try:
             with st.spinner("Training the probe on the noisy and on the cleaned labels…"):
                 r = downstream.downstream_check(ctx.ws, decisions=ctx.decisions(), truth_file=tp, undecided=undecided)

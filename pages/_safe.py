@@ -17,7 +17,7 @@ from __future__ import annotations
 
 import html as _html
 import re
-from typing import Iterable
+from collections.abc import Iterable
 
 _PUNCT = re.compile(r"([\\`*_{}\[\]()#+\-.!|<>~$:&\"'=^@%;,?/])")
 _JOINER = "\u2060"  # WORD JOINER: invisible, not a space; splits ":smile:" and "www." without changing the look

@@ -16,17 +16,25 @@ line, never a confirmation.
 from __future__ import annotations
 
 import os
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Mapping
+from typing import Any
 
 import numpy as np
 import pandas as pd
 import streamlit as st
 
 from clipcleaner_core import review, thumbnails, views
-from clipcleaner_core.decisions import (ReviewConflict, ReviewConflictError, ReviewStore, ReviewStoreError,
-                                        open_store, resolve_store_url)
+from clipcleaner_core.decisions import (
+    ReviewConflict,
+    ReviewConflictError,
+    ReviewStore,
+    ReviewStoreError,
+    default_reviewer,
+    open_store,
+    resolve_store_url,
+)
 from clipcleaner_core.workspace import Settings, Workspace, WorkspaceError
 from pages._safe import md
 
@@ -88,13 +96,15 @@ def remember_reviewer() -> None:
 
 
 def reviewer_default() -> str:
-    """The name the sidebar field starts with: this session's last name, else the server's, else "local"."""
-    return st.session_state.get("_cc_reviewer") or _server_memory().get("reviewer") or "local"
+    """The name the sidebar field starts with: this session's last name, else the server's, else
+    :func:`decisions.default_reviewer` ($CLIPCLEANER_REVIEWER or "local")."""
+    return st.session_state.get("_cc_reviewer") or _server_memory().get("reviewer") or default_reviewer()
 
 
 def reviewer() -> str:
+    """The name stored with this session's decisions."""
     name = str(st.session_state.get(REVIEWER) or st.session_state.get("_cc_reviewer") or "").strip()
-    return name or "local"
+    return name or default_reviewer()
 
 
 def _mtime(p: Path) -> int:

@@ -122,11 +122,13 @@ for i, c in enumerate(order):
         continue
     fig.add_trace(go.Scattergl(
         x=xy[idx, 0], y=xy[idx, 1], mode="markers", name=plot(c), customdata=idx,
-        marker=dict(size=8 if len(show) < 5000 else (5 if len(show) < 20_000 else 3), color=FIXED.get(c, PALETTE[i % len(PALETTE)]),
+        marker=dict(size=8 if len(show) < 5000 else (5 if len(show) < 20_000 else 3),
+                    color=FIXED.get(c, PALETTE[i % len(PALETTE)]),
                     opacity=0.85, line=dict(width=0)),
         hovertext=hover[idx], hovertemplate="%{hovertext}<extra>%{fullData.name}</extra>"))
 fig.update_layout(height=620, margin=dict(l=10, r=10, t=10, b=10), dragmode="lasso", legend=dict(
-    title=color_by, itemsizing="constant", y=0.9, yanchor="top"), xaxis=dict(showticklabels=False, title=None, zeroline=False, showgrid=False),
+    title=color_by, itemsizing="constant", y=0.9, yanchor="top"),
+    xaxis=dict(showticklabels=False, title=None, zeroline=False, showgrid=False),
     yaxis=dict(showticklabels=False, title=None, zeroline=False, showgrid=False), plot_bgcolor="#fbfbfe")
 event = st.plotly_chart(fig, key="map_chart", on_select="rerun", selection_mode=("lasso", "box", "points"),
                         width="stretch", config={"scrollZoom": True, "displaylogo": False})

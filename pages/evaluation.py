@@ -6,7 +6,7 @@ import pandas as pd
 import plotly.graph_objects as go
 import streamlit as st
 
-from clipcleaner_core import active, evaluate, registry, simulate, views
+from clipcleaner_core import active, evaluate, registry, simulate
 from pages import _ui
 from pages._safe import md
 
@@ -15,7 +15,7 @@ _ui.ensure_entrypoint(__file__)
 ctx = _ui.require_ctx()
 _ui.page_header("Evaluation", "How well each detector finds the truly mislabelled samples, measured against the "
                 "ground-truth labels file.", ":material/analytics:")
-tp = views.truth_path(ctx.ws)
+tp = evaluate.truth_path(ctx.ws)
 if tp is None:
     st.info("No ground-truth file is known for this workspace. Set one on the **Hard noise** page.")
     st.stop()

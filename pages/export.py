@@ -26,7 +26,8 @@ m[0].metric("Kept", f"{allc['accept']:,}")
 m[1].metric("Relabelled", f"{allc['relabel']:,}")
 m[2].metric("Excluded", f"{allc['exclude']:,}")
 m[3].metric("Unsure", f"{allc['unsure']:,}")
-m[4].metric("Flagged, not reviewed", f"{flc['undecided']:,}", f"of {int(flag.sum()):,} flagged", delta_color="off", delta_arrow="off")
+m[4].metric("Flagged, not reviewed", f"{flc['undecided']:,}", f"of {int(flag.sum()):,} flagged", delta_color="off",
+            delta_arrow="off")
 
 EXCL = {"drop": "drop them", "keep": "keep them (decision column says exclude)"}
 UND = {"keep": "keep the given label", "suggested": "flagged ones: take the suggestion",

@@ -7,7 +7,7 @@ import pandas as pd
 import plotly.graph_objects as go
 import streamlit as st
 
-from clipcleaner_core import registry, views
+from clipcleaner_core import baselines, evaluate, registry, views
 from clipcleaner_core.evaluate import TruthFileError, truth_labels
 from pages import _ui
 from pages._safe import md, plot_all
@@ -30,7 +30,7 @@ if sim is None or len(ctx.scores) == 0:
 
 # --- ground truth: which detector catches hard flips? -----------------------------------------------------------
 st.markdown("#### Which detector catches hard flips?")
-tp = views.truth_path(ctx.ws)
+tp = evaluate.truth_path(ctx.ws)
 with st.expander("Ground-truth labels file" + (f": {md(tp)}" if tp else " (none set)"), expanded=tp is None,
                  icon=":material/fact_check:"):
     st.caption("A `path,label` CSV/Parquet of the *clean* labels (the demo writes `truth.csv`). Stored in the "
@@ -39,18 +39,18 @@ with st.expander("Ground-truth labels file" + (f": {md(tp)}" if tp else " (none 
     t1, t2 = st.columns(2)
     if t1.button("Use this truth file", key="hn_truth_set", icon=":material/check:"):
         try:
-            views.set_truth_path(ctx.ws, new)
+            evaluate.set_truth_path(ctx.ws, new)
             st.rerun()
         except TruthFileError as e:  # one line naming the file and the problem, never its content
             st.error(md(e), icon=":material/error:")
     if tp and t2.button("Forget it", key="hn_truth_clear", icon=":material/close:"):
-        views.set_truth_path(ctx.ws, None)
+        evaluate.set_truth_path(ctx.ws, None)
         st.rerun()
 
 
 @st.cache_resource(max_entries=4, show_spinner="Training the small-loss baseline (in-sample logistic regression)…")
 def _small_loss(path: str, generation: str) -> np.ndarray:
-    return views.cached_small_loss(ctx.ws)
+    return baselines.cached_small_loss(ctx.ws)
 
 
 @st.cache_resource(max_entries=4, show_spinner=False)
@@ -67,7 +67,7 @@ def truth_section(tp) -> None:
     tidx = views.truth_indices(ctx.scores, truth, ctx.classes)
     kinds = views.flip_kinds(ctx.scores["label_idx"].to_numpy(), tidx, sim)
     loss = None
-    if len(ctx.scores) > SMALL_LOSS_AUTO and not views.small_loss_is_cached(ctx.ws):
+    if len(ctx.scores) > SMALL_LOSS_AUTO and not baselines.small_loss_is_cached(ctx.ws):
         if st.button(f"Train the small-loss baseline ({len(ctx.scores):,} samples, roughly "
                      f"{max(1, round(len(ctx.scores) / 70_000))} min once, then cached)", key="hn_sl_btn",
                      icon=":material/model_training:"):
@@ -85,8 +85,8 @@ def truth_section(tp) -> None:
         if d.flag_column in ctx.scores and d.key != method:
             flags[d.short] = ctx.scores[d.flag_column].to_numpy(dtype=bool)
     if loss is not None:
-        flags[f"small-loss, top {share:.0%}"] = views.small_loss_flags(loss, share)
-        flags["small-loss, GMM split"] = views.small_loss_flags(loss, None)
+        flags[f"small-loss, top {share:.0%}"] = baselines.small_loss_flags(loss, share)
+        flags["small-loss, GMM split"] = baselines.small_loss_flags(loss, None)
     tab = views.catch_table(kinds, flags)
     n_hard, n_easy = int((kinds == "hard").sum()), int((kinds == "easy").sum())
     st.markdown(f"Truth known for {int((kinds != 'unknown').sum()):,} samples: **{n_hard:,} hard flips** (given the "

@@ -9,7 +9,7 @@ import pandas as pd
 import plotly.graph_objects as go
 import streamlit as st
 
-from clipcleaner_core import health, issues, registry, views
+from clipcleaner_core import evaluate, health, issues, registry, views
 from clipcleaner_core.pipeline import DEFAULT_PRETRAINED
 from clipcleaner_core.workspace import Workspace
 from pages import _learn, _ui
@@ -48,7 +48,8 @@ def _run_scan(data: str, ws_dir: str, classes_file: str | None, enc, truth: str 
         except WeightsUnavailable as e:
             status.update(label="CLIP weights are not available offline", state="error", expanded=False)
             failure = (f"**CLIP weights are not available on this machine.** {md(e)}  \nTip: the *pixels* encoder "
-                       "needs no weights (but it is not CLIP and has no zero-shot scores).", ":material/cloud_off:", None)
+                       "needs no weights (but it is not CLIP and has no zero-shot scores).",
+                       ":material/cloud_off:", None)
         except (DatasetError, FileNotFoundError, ValueError) as e:
             status.update(label="The dataset could not be read", state="error", expanded=False)
             failure = (f"{type(e).__name__}: {md(e)}", ":material/error:", None)
@@ -68,7 +69,7 @@ def _run_scan(data: str, ws_dir: str, classes_file: str | None, enc, truth: str 
         from clipcleaner_core.evaluate import TruthFileError
 
         try:
-            views.set_truth_path(Workspace(ws_dir), truth)
+            evaluate.set_truth_path(Workspace(ws_dir), truth)
         except TruthFileError as e:  # one line naming the file and the problem, never its content
             st.error(f"The scan is done, but the truth file was not kept: {md(e)}", icon=":material/error:")
             return False
@@ -108,9 +109,8 @@ def start_panel() -> None:
                           help="Images go to FOLDER/data, the workspace to FOLDER/workspace.")
         if st.button("Build and scan the demo", type="primary", icon=":material/rocket_launch:", key="demo_go"):
             from clipcleaner_core.demo import write_demo
-            from clipcleaner_core.pipeline import EncoderConfig
-
             from clipcleaner_core.guards import workspace_folder_problem
+            from clipcleaner_core.pipeline import EncoderConfig
 
             base = Path(d).expanduser().absolute()
             problem = workspace_folder_problem(base / "workspace") or (
@@ -126,13 +126,16 @@ def start_panel() -> None:
     with tab_scan:
         with st.form("scan_form", border=False):
             c1, c2 = st.columns(2)
-            data = c1.text_input("Dataset", key="scan_data", placeholder="/data/pets  (ImageFolder)  or  /data/labels.csv",
+            data = c1.text_input("Dataset", key="scan_data",
+                                 placeholder="/data/pets  (ImageFolder)  or  /data/labels.csv",
                                  help="An ImageFolder (one sub-folder per class) or a CSV/TSV/Parquet table with a "
                                       "path column and a label column (paths relative to the table's folder).")
             ws_dir = c2.text_input("Workspace folder", key="scan_ws", placeholder="/data/pets-workspace",
                                    help="Where embeddings, scores and review decisions are stored.")
-            classes_file = c1.text_input("Classes file (optional)", key="scan_classes", help="One class name per line; fixes order.")
-            truth = c2.text_input("Ground-truth labels (optional)", key="scan_truth", help="path,label table of the clean labels; "
+            classes_file = c1.text_input("Classes file (optional)", key="scan_classes",
+                                         help="One class name per line; fixes order.")
+            truth = c2.text_input("Ground-truth labels (optional)", key="scan_truth",
+                                  help="path,label table of the clean labels; "
                                   "enables the Evaluation page.")
             e1, e2, e3, e4 = st.columns(4)
             encoder = e1.selectbox("Encoder", ["clip", "pixels"], index=0, key="scan_encoder",
@@ -141,7 +144,8 @@ def start_panel() -> None:
             model = e2.text_input("Model", value="ViT-B-32", key="scan_model")
             pretrained = e3.text_input("Pretrained tag", value=DEFAULT_PRETRAINED, key="scan_pretrained",
                                        help="An open_clip tag whose weights are cached locally")
-            checkpoint = e4.text_input("…or checkpoint file", key="scan_checkpoint", help="A local open_clip state_dict (overrides the tag)")
+            checkpoint = e4.text_input("…or checkpoint file", key="scan_checkpoint",
+                                       help="A local open_clip state_dict (overrides the tag)")
             model_config = st.text_input("Model config JSON (optional)", key="scan_model_config",
                                          help="Registers a custom open_clip architecture (file name = model name)")
             allow_nonempty = st.checkbox("Use this folder anyway", key="scan_ws_force", help="Create the "
@@ -205,7 +209,8 @@ counts = views.headline_counts(ctx.scores, ctx.dataset())  # the same numbers as
 m[0].metric("Samples", f"{counts['samples']:,}", help=f"Rows found in the dataset, readable or not; "
             f"{counts['scored']:,} scored")
 m[1].metric("Classes", summ["classes"])
-m[2].metric("Flagged", f"{summ['flagged']:,}", f"{summ['flagged_share']:.1%} of scored", delta_color="off", delta_arrow="off",
+m[2].metric("Flagged", f"{summ['flagged']:,}", f"{summ['flagged_share']:.1%} of scored", delta_color="off",
+            delta_arrow="off",
             help=f"By the default method '{summ['method']}'")
 m[3].metric("Reviewed", f"{reviewed:,}", f"of {summ['flagged']:,} flagged", delta_color="off", delta_arrow="off")
 m[4].metric("Unusable files", f"{len(summ['problems']):,}", help="Missing / unreadable / unknown label; not scored")

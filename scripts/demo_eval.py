@@ -11,8 +11,8 @@ from pathlib import Path
 
 import numpy as np
 
-from clipcleaner_core.demo import write_demo
 from clipcleaner_core.config import EncoderConfig
+from clipcleaner_core.demo import write_demo
 from clipcleaner_core.evaluate import evaluate_workspace
 from clipcleaner_core.pipeline import scan
 
@@ -32,7 +32,8 @@ def main() -> None:
             per = {k: {"f1": [], "auroc": []} for k in KEYS}
             for seed in a.seeds:
                 write_demo(data, noise=noise, rate=rate, seed=seed)
-                scan(data / "labels.csv", ws, classes_file=data / "classes.txt", encoder=EncoderConfig(encoder="pixels"))
+                scan(data / "labels.csv", ws, classes_file=data / "classes.txt",
+                     encoder=EncoderConfig(encoder="pixels"))
                 det = evaluate_workspace(ws, data / "truth.csv")["detectors"]
                 for k in KEYS:
                     per[k]["f1"].append(det[k]["f1"])

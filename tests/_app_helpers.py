@@ -17,8 +17,8 @@ _BASE: dict[str, Path] = {}
 
 def _build_base() -> dict[str, Path]:
     from clipcleaner_core.demo import write_demo
+    from clipcleaner_core.evaluate import set_truth_path
     from clipcleaner_core.pipeline import EncoderConfig, scan
-    from clipcleaner_core.views import set_truth_path
 
     with _LOCK:
         if not _BASE:

@@ -352,7 +352,7 @@ def write_table_cases(root: Path) -> list[TableCase]:
     w("missing_files.csv", f"path,label\nimg/nope.png,cat\n{a},bird\n", statuses={"img/nope.png": "missing", a: "ok"})
     w("empty_label.csv", f"path,label\n{a},\n{b},cat\n", statuses={a: "empty_label", b: "ok"})
     w("unicode_labels.csv", f"path,label\n{a},oiseau é\n{b},猫\n", statuses={a: "ok", b: "ok"})
-    w("latin1.csv", "path,label\n".encode() + f"{a},caf\xe9\n".encode("latin-1"), statuses={a: "ok"})
+    w("latin1.csv", b"path,label\n" + f"{a},caf\xe9\n".encode("latin-1"), statuses={a: "ok"})
     w("single_class.csv", "path,label\n" + "".join(f"img/cat_{i:03d}.png,cat\n" for i in range(4)),
       classes=["cat"])
     w("class_with_one_image.csv", "path,label\n" + "".join(f"img/cat_{i:03d}.png,cat\n" for i in range(4))
@@ -405,7 +405,8 @@ def write_table_cases(root: Path) -> list[TableCase]:
 #: names of the cases :func:`write_table_cases` writes (for test parametrisation before the files exist)
 TABLE_CASE_NAMES = [
     "missing_label_col.csv", "missing_path_col.csv", "zero_byte.csv", "header_only.csv", "extra_cols.csv",
-    "bom.csv", "semicolons.csv", "tabs.tsv", "quoted_commas.csv", "empty_rows.csv", "crlf.csv", "duplicates.csv", "duplicates_conflicting.csv",
+    "bom.csv", "semicolons.csv", "tabs.tsv", "quoted_commas.csv", "empty_rows.csv", "crlf.csv", "duplicates.csv",
+    "duplicates_conflicting.csv",
     "label_not_in_classes.csv", "absolute_inside.csv", "absolute_outside.csv", "dotdot_escape.csv",
     "dotdot_inside.csv", "missing_files.csv", "empty_label.csv", "unicode_labels.csv", "latin1.csv",
     "single_class.csv", "class_with_one_image.csv", "empty_class_in_classes_file.csv", "windows_separators.csv",

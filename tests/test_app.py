@@ -12,14 +12,21 @@ import pandas as pd
 import pytest
 
 pytest.importorskip("streamlit")
+from _app_helpers import (  # noqa: E402
+    demo_workspace_copy,
+    grid,
+    grid_bulk,
+    grid_decide,
+    grid_ids,
+    grid_send,
+    open_app,
+    shown,
+)
 from streamlit.testing.v1 import AppTest  # noqa: E402
 
 from clipcleaner_core import active  # noqa: E402
 from clipcleaner_core.decisions import ReviewStore  # noqa: E402
 from clipcleaner_core.workspace import Workspace  # noqa: E402
-
-from _app_helpers import (demo_workspace_copy, grid, grid_bulk, grid_decide, grid_ids, grid_send,  # noqa: E402
-                          open_app, shown)
 
 APP = str(Path(__file__).resolve().parent.parent / "app.py")
 
@@ -237,7 +244,8 @@ def test_quick_successive_keys_on_one_card_are_not_a_conflict(fresh_ws):
     ws = fresh_ws
     at = app(ws, "pages/suspects.py")
     card = grid(at)["cards"][0]
-    grid_send(at, "sus", {"type": "decide", "sid": card["sid"], "action": "accept", "label": None, "seen": card["seen"]},
+    grid_send(at, "sus",
+              {"type": "decide", "sid": card["sid"], "action": "accept", "label": None, "seen": card["seen"]},
               {"type": "decide", "sid": card["sid"], "action": "exclude", "label": None, "seen": card["seen"]})
     assert grid(at)["conflict"] is None
     assert decisions(ws).loc[card["sid"], "action"] == "exclude"
@@ -389,7 +397,8 @@ def test_export_imagefolder(fresh_ws, tmp_path):
 def test_evaluation_metrics(fresh_ws):
     at = app(fresh_ws, "pages/evaluation.py")
     tab = at.dataframe[0].value
-    assert {"ensemble vote (default)", "cleanlab (confident learning)", "neighbours disagree (k-NN)"} <= set(tab["detector"])
+    assert {"ensemble vote (default)", "cleanlab (confident learning)",
+            "neighbours disagree (k-NN)"} <= set(tab["detector"])
     assert (tab["auroc"] > 0.5).all() and (tab["precision"] <= 1).all()
     labels = {m.label: m.value for m in at.metric}
     assert labels["Mislabelled"] == "539"

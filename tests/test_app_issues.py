@@ -7,14 +7,12 @@ from pathlib import Path
 import pytest
 
 pytest.importorskip("streamlit")
+from _app_helpers import grid, grid_decide, grid_ids, open_app  # noqa: E402
 from streamlit.testing.v1 import AppTest  # noqa: E402
 
 from clipcleaner_core.decisions import ReviewStore  # noqa: E402
 from clipcleaner_core.ood import NONE_OF_THE_CLASSES  # noqa: E402
 from clipcleaner_core.workspace import Workspace  # noqa: E402
-
-from _app_helpers import grid, grid_decide, grid_ids, open_app  # noqa: E402
-
 
 
 @pytest.fixture(scope="module")

@@ -15,7 +15,7 @@ pytest.importorskip("streamlit")
 from _app_helpers import demo_workspace_copy, grid, grid_decide, grid_ids, open_app, shown  # noqa: E402
 from streamlit.testing.v1 import AppTest  # noqa: E402
 
-from clipcleaner_core import active, downstream, estimate, evaluate, similar, simulate, views  # noqa: E402
+from clipcleaner_core import active, downstream, estimate, evaluate, similar, simulate  # noqa: E402
 from clipcleaner_core.decisions import ReviewStore  # noqa: E402
 from clipcleaner_core.workspace import Workspace  # noqa: E402
 
@@ -32,7 +32,7 @@ def app(ws: Path, page: str | None = None) -> AppTest:
 
 def truth(ws: Path) -> pd.Series:
     w = Workspace(ws)
-    return evaluate.truth_labels(w.scores(), views.truth_path(w))
+    return evaluate.truth_labels(w.scores(), evaluate.truth_path(w))
 
 
 def oracle(ws: Path, rows: np.ndarray | list[int], reviewer: str = "oracle") -> None:
@@ -230,7 +230,7 @@ def test_downstream_panel_on_export(ws):
     at.button(key="ex_ds_go").click().run()
     table = table_with(at, "held out")
     w = Workspace(ws)
-    r = downstream.downstream_check(w, truth_file=views.truth_path(w), undecided="keep")
+    r = downstream.downstream_check(w, truth_file=evaluate.truth_path(w), undecided="keep")
     assert list(table["held out"]) == ["reviewed samples (reviewers' labels)", "truth file"]
     assert list(table["samples"]) == [r.trusted.n_test, r.truth.n_test]
     assert table["cleaned labels"].iloc[1].startswith(f"{100 * r.truth.cleaned_accuracy:.1f} % (95%: ")
@@ -249,7 +249,7 @@ def test_evaluation_simulation_curves(ws):
     table = table_with(at, "errors found").set_index("order")
     w = Workspace(ws)
     for strat in ("static", "random"):
-        r = simulate.simulate(w, views.truth_path(w), 60, strat)
+        r = simulate.simulate(w, evaluate.truth_path(w), 60, strat)
         assert table.loc[strat, "errors found"] == r.errors_found and table.loc[strat, "reviewed"] == 60
     assert table.loc["static", "errors found"] > table.loc["random", "errors found"]
     assert len(at.get("plotly_chart")) == 2

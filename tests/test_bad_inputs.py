@@ -10,18 +10,17 @@ import subprocess
 import sys
 from pathlib import Path
 
+import _corpus
 import numpy as np
-import pandas as pd
 import pytest
 from PIL import Image
 
-import _corpus
-from clipcleaner_core.workspace import Workspace
-from clipcleaner_core.config import EncoderConfig
 from clipcleaner_core import cli, pipeline
+from clipcleaner_core.config import EncoderConfig
 from clipcleaner_core.dataset import DatasetError, load_dataset, make_sample_id
-from clipcleaner_core.images import limit_aspect, load_image
 from clipcleaner_core.detectors import METHODS, ScoreConfig, detect
+from clipcleaner_core.images import limit_aspect, load_image
+from clipcleaner_core.workspace import Workspace
 
 PIXELS = EncoderConfig(encoder="pixels")  # no weights needed (not CLIP)
 
@@ -332,7 +331,8 @@ def test_paths_outside_the_root_need_the_flag(table_cases, tmp_path, capsys):
     tc = cases["dotdot_escape.csv"]
     assert cli.main(["scan", "--encoder", "pixels", str(tc.file), "-w", str(tmp_path / "ws-cli"), "-q"]) == 0
     assert "outside the dataset root" in capsys.readouterr().out
-    assert cli.main(["scan", "--encoder", "pixels", str(tc.file), "-w", str(tmp_path / "ws-cli2"), "-q", "--allow-outside-root"]) == 0
+    assert cli.main(["scan", "--encoder", "pixels", str(tc.file), "-w", str(tmp_path / "ws-cli2"), "-q",
+                     "--allow-outside-root"]) == 0
     assert "could not be used" not in capsys.readouterr().out
 
 
@@ -413,7 +413,8 @@ def test_classes_file_problems_are_named(tmp_path, name, content, why):
     with pytest.raises(DatasetError) as ei:
         load_dataset(data, classes_file=cf)
     assert str(cf) in str(ei.value) and why in str(ei.value)
-    assert cli.main(["scan", "--encoder", "pixels", str(data), "-w", str(tmp_path / "ws"), "--classes", str(cf), "-q"]) == 2
+    assert cli.main(["scan", "--encoder", "pixels", str(data), "-w", str(tmp_path / "ws"), "--classes", str(cf),
+                     "-q"]) == 2
 
 
 def test_non_utf8_class_folder(tmp_path):

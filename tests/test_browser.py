@@ -9,7 +9,6 @@ missing and the CI environment variable is not set.
 """
 from __future__ import annotations
 
-import contextlib
 import os
 import shutil
 import sys
@@ -129,7 +128,8 @@ def test_demo_review_and_export_in_a_browser(server):
         page.get_by_role("button", name="Build and scan the demo").click()
         page.get_by_test_id("stMetric").filter(has_text="Unusable files").wait_for(timeout=240_000)
         wait_idle(page)
-        assert page.get_by_role("textbox", name="Reviewer name").input_value() == "ann"  # not blank after the demo build
+        # not blank after the demo build
+        assert page.get_by_role("textbox", name="Reviewer name").input_value() == "ann"
         sidebar = page.get_by_test_id("stSidebar").inner_text()
         home = page.get_by_test_id("stMetric").filter(has_text="Samples").inner_text()
         assert "1,797 samples" in sidebar and "1,797" in home  # the same count in both places

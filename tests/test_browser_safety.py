@@ -49,8 +49,8 @@ def hostile(tmp_path_factory):
     """The digits demo with hostile class names, file names and folder name, scanned (pixels encoder)."""
     from clipcleaner_core.config import EncoderConfig
     from clipcleaner_core.demo import DIGIT_NAMES, write_demo
+    from clipcleaner_core.evaluate import set_truth_path
     from clipcleaner_core.pipeline import scan
-    from clipcleaner_core.views import set_truth_path
     from clipcleaner_core.workspace import Workspace
 
     tmp = tmp_path_factory.mktemp("hostile")

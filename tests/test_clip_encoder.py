@@ -13,9 +13,9 @@ import pandas as pd
 import pytest
 from PIL import Image
 
-from clipcleaner_core.workspace import Workspace
 from clipcleaner_core import encoders
 from clipcleaner_core.encoders import WeightsUnavailable, make_encoder
+from clipcleaner_core.workspace import Workspace
 
 
 def _subset(demo_dir: Path, out: Path, n: int = 60) -> Path:
@@ -58,9 +58,9 @@ def test_prompts_tokenise_offline(tiny_clip):
 
 def test_pretrained_tag_from_local_hf_cache(tiny_clip, tmp_path, monkeypatch):
     """A pretrained tag whose weights sit in the Hugging Face cache loads offline, without hub access."""
-    import open_clip
-    import open_clip.pretrained as ocp
     import shutil
+
+    import open_clip.pretrained as ocp
 
     repo = "local-test/cc-tiny"
     snap = tmp_path / "hub" / f"models--{repo.replace('/', '--')}" / "snapshots" / "abc123"
@@ -118,7 +118,8 @@ def _cli(*args: str, env: dict | None = None) -> subprocess.CompletedProcess:
 def test_cli_scan_with_clip_checkpoint_end_to_end(tiny_clip, demo_dir, tmp_path):
     table = _subset(demo_dir, tmp_path / "data")
     ws = tmp_path / "ws"
-    r = _cli("scan", str(table), "--root", str(demo_dir), "--classes", str(demo_dir / "classes.txt"), "-w", str(ws), "--encoder", "clip",
+    r = _cli("scan", str(table), "--root", str(demo_dir), "--classes", str(demo_dir / "classes.txt"), "-w", str(ws),
+             "--encoder", "clip",
              "--model", tiny_clip["model"], "--model-config", tiny_clip["config"], "--checkpoint",
              tiny_clip["checkpoint"], "--workers", "0", "--quiet")
     assert r.returncode == 0, r.stderr
@@ -132,7 +133,8 @@ def test_cli_scan_with_clip_checkpoint_end_to_end(tiny_clip, demo_dir, tmp_path)
     emb = Workspace(ws).embeddings()
     assert emb.dtype == np.float16 and emb.shape == (60, 32)
     # second scan reuses the cached embeddings
-    r2 = _cli("scan", str(table), "--root", str(demo_dir), "--classes", str(demo_dir / "classes.txt"), "-w", str(ws), "--encoder", "clip",
+    r2 = _cli("scan", str(table), "--root", str(demo_dir), "--classes", str(demo_dir / "classes.txt"), "-w", str(ws),
+              "--encoder", "clip",
               "--model", tiny_clip["model"], "--model-config", tiny_clip["config"], "--checkpoint",
               tiny_clip["checkpoint"], "--workers", "0", "--method", "clipcleaner")
     assert r2.returncode == 0, r2.stderr

@@ -13,12 +13,13 @@ import random
 import sqlite3
 import threading
 import time
+from collections.abc import Callable, Iterator
 from datetime import datetime, timedelta
 from pathlib import Path
-from typing import Callable, Iterator
 
 import pandas as pd
 import pytest
+from _pg import PG_ENV, PG_SKIP_REASON, pg_schema_url  # noqa: E402  (tests/_pg.py)
 
 from clipcleaner_core.decisions import (
     ACTIONS,
@@ -30,9 +31,6 @@ from clipcleaner_core.decisions import (
     dump_json,
     load_json,
 )
-
-from _pg import PG_ENV, PG_SKIP_REASON, pg_schema_url  # noqa: E402  (tests/_pg.py)
-
 
 # ------------------------------------------------------------------------------ fixtures
 

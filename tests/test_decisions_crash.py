@@ -102,7 +102,7 @@ def test_sigkill_never_loses_acknowledged_decisions(tmp_path: Path) -> None:
     for rnd in range(rounds):
         proc = _spawn(CRASH_WORKER, str(db), str(rnd), str(rng.randrange(2**31)))
         lines: list[str] = []
-        reader = threading.Thread(target=lambda: lines.extend(proc.stdout), daemon=True)
+        reader = threading.Thread(target=lines.extend, args=(proc.stdout,), daemon=True)
         reader.start()
         if rnd > 0 and rng.random() < 0.2:
             # kill at any moment, possibly while it is still opening / creating the database

@@ -5,18 +5,17 @@ import json
 import os
 import subprocess
 import sys
-from pathlib import Path
 
 import pandas as pd
 import pytest
 
-from clipcleaner_core.workspace import Workspace
 from clipcleaner_core.config import EncoderConfig
 from clipcleaner_core.decisions import ReviewStore
 from clipcleaner_core.demo import write_demo
 from clipcleaner_core.evaluate import evaluate_workspace
 from clipcleaner_core.export import export_csv
 from clipcleaner_core.pipeline import scan
+from clipcleaner_core.workspace import Workspace
 
 pytestmark = pytest.mark.slow  # long: run by CI and `pytest`, skipped by `pytest -m "not slow"`
 
@@ -61,7 +60,8 @@ def test_cli_demo_scan_evaluate_export(tmp_path):
     assert list(noisy.columns) == ["path", "label"] and len(noisy) == 1797
     assert (truth["label"] != noisy["label"]).sum() == round(0.3 * 1797)  # default: mixed noise, 30%
 
-    r = _cli("scan", "--encoder", "pixels", str(data / "labels.csv"), "--classes", str(data / "classes.txt"), "-w", str(ws), "--quiet")
+    r = _cli("scan", "--encoder", "pixels", str(data / "labels.csv"), "--classes", str(data / "classes.txt"),
+             "-w", str(ws), "--quiet")
     assert r.returncode == 0, r.stderr
     assert "no text tower" in r.stdout  # honest about the missing zero-shot criteria
     r = _cli("layout", str(ws))  # the embedding map's layouts, computed outside the app
@@ -117,8 +117,8 @@ def test_cli_demo_scan_evaluate_export(tmp_path):
 
 
 def test_rescan_reuses_embeddings_and_rescore_changes_method(demo_dir, tmp_path):
-    from clipcleaner_core.pipeline import rescore
     from clipcleaner_core.detectors import ScoreConfig
+    from clipcleaner_core.pipeline import rescore
 
     r1 = scan(demo_dir / "labels.csv", tmp_path / "ws", classes_file=demo_dir / "classes.txt", encoder=PIXELS)
     r2 = scan(demo_dir / "labels.csv", tmp_path / "ws", classes_file=demo_dir / "classes.txt", encoder=PIXELS)

@@ -10,13 +10,13 @@ import stat
 import tomllib
 from pathlib import Path
 
+import _corpus
 import pandas as pd
 import pytest
 
-import _corpus
-from clipcleaner_core.config import EncoderConfig
 from clipcleaner_core import cli, export, pipeline
 from clipcleaner_core import workspace as workspace_mod
+from clipcleaner_core.config import EncoderConfig
 from clipcleaner_core.dataset import load_dataset
 from clipcleaner_core.decisions import ReviewStore
 from clipcleaner_core.export import cleaned_table, export_csv, export_imagefolder, export_report

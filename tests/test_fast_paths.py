@@ -267,3 +267,31 @@ def test_entropy_of_the_top_t_form_tells_flat_from_peaked():
     assert np.all(approx[100:] > 0.95) and np.all(exact[100:] > 0.95)  # flat rows stay flat
     assert np.abs(approx - exact).max() < 0.05
     assert np.allclose(normalised_entropy(from_dense(p, y, dense=True)), exact, atol=2e-3)
+
+
+def test_cleanlab_baseline_leaves_the_global_rng_alone():
+    from clipcleaner_core.baselines import cleanlab_flags
+
+    rng = np.random.default_rng(0)
+    y = np.repeat(np.arange(3), 30)
+    p = rng.dirichlet(np.ones(3), size=90)
+    np.random.seed(123)
+    before = np.random.get_state()[1].copy()
+    f1, _ = cleanlab_flags(y, p, seed=5)
+    assert np.array_equal(np.random.get_state()[1], before)  # the caller's RNG stream is untouched
+    f2, _ = cleanlab_flags(y, p, seed=5)
+    assert np.array_equal(f1, f2)
+
+
+def test_one_default_reviewer_for_cli_api_and_app(monkeypatch):
+    import argparse
+
+    from clipcleaner_core import cli
+    from clipcleaner_core.decisions import default_reviewer
+
+    monkeypatch.setenv("CLIPCLEANER_REVIEWER", "ana")
+    assert default_reviewer() == default_reviewer(login=True) == "ana"
+    assert cli._cli_reviewer(argparse.Namespace(reviewer=None)) == "ana"
+    assert cli._cli_reviewer(argparse.Namespace(reviewer="bo")) == "bo"
+    monkeypatch.delenv("CLIPCLEANER_REVIEWER")
+    assert default_reviewer() == "local" and default_reviewer(login=True)  # the login name, or "local"

@@ -14,13 +14,13 @@ import shutil
 import tarfile
 from pathlib import Path
 
+import _shards
 import numpy as np
 import pandas as pd
 import pytest
+from _app_helpers import grid, grid_ids, grid_send
 from PIL import Image
 
-import _shards
-from _app_helpers import grid, grid_ids, grid_send
 from clipcleaner_core import images, shards, thumbnails
 from clipcleaner_core.config import EncoderConfig
 from clipcleaner_core.dataset import DatasetError, load_dataset, make_sample_id

@@ -4,7 +4,6 @@ The target tests build their sets from scikit-learn's digits (:mod:`clipcleaner_
 and scan them with the pixels encoder like a user would."""
 from __future__ import annotations
 
-
 import numpy as np
 import pandas as pd
 import pytest

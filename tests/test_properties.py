@@ -16,8 +16,17 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from clipcleaner_core.dataset import (
-    STATUS_DUPLICATE, STATUS_EMPTY_LABEL, STATUS_INVALID_NAME, STATUS_INVALID_ROW, STATUS_MISSING, STATUS_OK,
-    STATUS_OUTSIDE_ROOT, STATUS_UNREADABLE, DatasetError, load_dataset, read_table,
+    STATUS_DUPLICATE,
+    STATUS_EMPTY_LABEL,
+    STATUS_INVALID_NAME,
+    STATUS_INVALID_ROW,
+    STATUS_MISSING,
+    STATUS_OK,
+    STATUS_OUTSIDE_ROOT,
+    STATUS_UNREADABLE,
+    DatasetError,
+    load_dataset,
+    read_table,
 )
 from clipcleaner_core.detectors import ScoreConfig, detect
 from clipcleaner_core.scoring import clipcleaner_select, consistency_scores, loss_scores

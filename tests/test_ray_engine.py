@@ -21,8 +21,14 @@ ray = pytest.importorskip("ray")
 
 from clipcleaner_core import cli  # noqa: E402
 from clipcleaner_core.pipeline import EncoderConfig, scan  # noqa: E402
-from clipcleaner_core.ray_engine import (RayUnavailable, _decode_batch, _EncodeActor, _probe,  # noqa: E402
-                                         encoder_spec, plan_resources)
+from clipcleaner_core.ray_engine import (  # noqa: E402
+    RayUnavailable,
+    _decode_batch,
+    _EncodeActor,
+    _probe,
+    encoder_spec,
+    plan_resources,
+)
 from clipcleaner_core.workspace import Workspace  # noqa: E402
 
 N_GOOD = 40

@@ -9,11 +9,11 @@ from __future__ import annotations
 
 import shutil
 
+import _corpus
 import pandas as pd
 
-import _corpus
-from clipcleaner_core.config import EncoderConfig
 from clipcleaner_core import cli, pipeline
+from clipcleaner_core.config import EncoderConfig
 from clipcleaner_core.decisions import ReviewStore
 from clipcleaner_core.detectors import ScoreConfig
 from clipcleaner_core.export import export_csv

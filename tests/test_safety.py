@@ -23,22 +23,32 @@ import textwrap
 import time
 from pathlib import Path
 
+import _corpus
 import numpy as np
 import pandas as pd
 import pytest
-
-import _corpus
 from _pg import pg_schema_url
-from clipcleaner_core.config import EncoderConfig
+
 from clipcleaner_core import cli, embeddings, export, guards, pipeline
 from clipcleaner_core import workspace as workspace_mod
+from clipcleaner_core.config import EncoderConfig
 from clipcleaner_core.dataset import DatasetError, class_names_from, load_dataset
 from clipcleaner_core.decisions import (
-    ReviewStore, ReviewStoreError, ReviewStoreLostError, label_problem, open_store,
+    ReviewStore,
+    ReviewStoreError,
+    ReviewStoreLostError,
+    label_problem,
+    open_store,
 )
 from clipcleaner_core.detectors import ScoreConfig
-from clipcleaner_core.evaluate import TruthFileError, evaluate_workspace, read_truth, validate_truth_file
-from clipcleaner_core.views import set_truth_path, truth_path
+from clipcleaner_core.evaluate import (
+    TruthFileError,
+    evaluate_workspace,
+    read_truth,
+    set_truth_path,
+    truth_path,
+    validate_truth_file,
+)
 from clipcleaner_core.workspace import Workspace
 
 PIXELS = EncoderConfig(encoder="pixels")  # no weights needed (not CLIP)
@@ -474,7 +484,8 @@ def test_disk_full_scan_is_one_line_and_leaves_no_temp_file(tmp_path, size_kib, 
     for label in _corpus.CLASSES:
         _corpus.write_good_images(root / label, label, 100)
     env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(REPO)] + sys.path)}
-    cmd = (f"{sys.executable} -m clipcleaner_core.cli scan --encoder pixels {root} -w /tmp/ccfull/ws -q --pixel-size 32; "
+    cmd = (f"{sys.executable} -m clipcleaner_core.cli scan --encoder pixels {root} "
+           f"-w /tmp/ccfull/ws -q --pixel-size 32; "
            f"echo rc=$?; find /tmp/ccfull -name '*.tmp*'; echo listed")
     p = subprocess.run(_small_fs_script(size_kib, cmd), capture_output=True, text=True, env=env, timeout=600)
     assert "rc=2" in p.stdout, (p.stdout, p.stderr[-2000:])
@@ -527,7 +538,7 @@ def _unprivileged(cmd: list[str]) -> subprocess.CompletedProcess:
 
 
 def _chmod_tree(root: Path, writable: bool) -> None:
-    for dirpath, dirnames, filenames in os.walk(root):
+    for dirpath, _dirnames, filenames in os.walk(root):
         for n in filenames:
             os.chmod(Path(dirpath) / n, 0o644 if writable else 0o444)
         os.chmod(dirpath, 0o755 if writable else 0o555)
@@ -646,7 +657,8 @@ def test_imagefolder_symlinks_out_of_the_root_follow_allow_outside_root(tmp_path
     assert len(ds.ok) == 6 and any("dog/more" in n and "--allow-outside-root" in n for n in ds.notes)
     ds2 = load_dataset(root, allow_outside_root=True)
     assert len(ds2.ok) == 9  # the linked file and the two images of the linked folder
-    assert cli.main(["scan", "--encoder", "pixels", str(root), "-w", str(tmp_path / "ws"), "-q", "--allow-outside-root"]) == 0
+    assert cli.main(["scan", "--encoder", "pixels", str(root), "-w", str(tmp_path / "ws"), "-q",
+                     "--allow-outside-root"]) == 0
     assert len(Workspace(tmp_path / "ws").scores()) == 9
 
 

@@ -11,11 +11,12 @@ from pathlib import Path
 import pytest
 
 pytest.importorskip("streamlit")
-from streamlit.testing.v1 import AppTest  # noqa: E402
-
 from _app_helpers import demo_workspace_copy, grid, grid_ids, shown  # noqa: E402
-from clipcleaner_core import guards  # noqa: E402
+from streamlit.testing.v1 import AppTest  # noqa: E402
 from test_app import app  # noqa: E402 - the same AppTest driver as the other page tests
+
+from clipcleaner_core import guards  # noqa: E402
+
 SECRET = "root:$6$Sup3rS3cretHash$abcdefghijklmnop:19000:0:99999:7:::"
 
 

@@ -30,8 +30,10 @@ def test_zero_shot_sum_of_exponentials_by_hand():
 
 def test_zero_shot_is_stable_and_handles_class_without_prompts():
     rng = np.random.default_rng(0)
-    f = rng.normal(size=(5, 4)); f /= np.linalg.norm(f, axis=1, keepdims=True)
-    t = rng.normal(size=(4, 4)); t /= np.linalg.norm(t, axis=1, keepdims=True)
+    f = rng.normal(size=(5, 4))
+    f /= np.linalg.norm(f, axis=1, keepdims=True)
+    t = rng.normal(size=(4, 4))
+    t /= np.linalg.norm(t, axis=1, keepdims=True)
     p = scoring.zero_shot_probs(f, t, np.array([0, 0, 2, 2]), 3, temperature=0.001)  # huge logits
     assert np.isfinite(p).all()
     np.testing.assert_allclose(p.sum(1), 1.0)
@@ -150,7 +152,8 @@ def test_probe_cv_does_not_let_a_label_vouch_for_itself():
     centers = np.eye(3, 8) * 4
     x = np.concatenate([centers[c] + rng.normal(size=(20, 8)) for c in range(3)])
     y = np.repeat(np.arange(3), 20)
-    y_noisy = y.copy(); y_noisy[5] = 2
+    y_noisy = y.copy()
+    y_noisy[5] = 2
     faithful = scoring.probe_probs(x, y_noisy, 3, mode="faithful", seed=0)
     cv = scoring.probe_probs(x, y_noisy, 3, mode="cv", seed=0)
     assert cv[5, 2] < faithful[5, 2]

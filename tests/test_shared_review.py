@@ -9,20 +9,19 @@ from __future__ import annotations
 import io
 import json
 import shutil
+from collections.abc import Iterator
 from pathlib import Path
-from typing import Iterator
 
 import pandas as pd
 import pytest
+from _pg import pg_schema_url  # tests/_pg.py
 
-from clipcleaner_core.workspace import Workspace
-from clipcleaner_core.config import EncoderConfig
 from clipcleaner_core import cli
-from clipcleaner_core.decisions import (ReviewStore, open_store, resolve_store_url, set_review_db)
+from clipcleaner_core.config import EncoderConfig
+from clipcleaner_core.decisions import ReviewStore, open_store, resolve_store_url, set_review_db
 from clipcleaner_core.export import export_csv
 from clipcleaner_core.pipeline import scan
-
-from _pg import pg_schema_url  # tests/_pg.py
+from clipcleaner_core.workspace import Workspace
 
 PIXELS = EncoderConfig(encoder="pixels")  # no weights needed (not CLIP)
 N = 40

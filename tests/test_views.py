@@ -11,7 +11,7 @@ import pandas as pd
 import pytest
 from PIL import Image
 
-from clipcleaner_core import layout, thumbnails, views
+from clipcleaner_core import baselines, evaluate, layout, thumbnails, views
 from clipcleaner_core.workspace import DataSource, DetectionInfo, Settings, Workspace
 
 
@@ -102,13 +102,13 @@ def test_small_loss_flags_the_flipped_samples():
     y = y_true.copy()
     flip = rng.choice(180, 18, replace=False)
     y[flip] = (y[flip] + 1) % 3
-    loss = views.small_loss(x, y, 3, C=0.05)
-    top = views.small_loss_flags(loss, 0.1)
+    loss = baselines.small_loss(x, y, 3, C=0.05)
+    top = baselines.small_loss_flags(loss, 0.1)
     assert top.sum() == 18
     assert (top & np.isin(np.arange(180), flip)).sum() >= 14
-    gmm = views.small_loss_flags(loss, None)
+    gmm = baselines.small_loss_flags(loss, None)
     assert gmm[flip].mean() > 0.7 and gmm.sum() < 60
-    assert not views.small_loss_flags(np.zeros(5), None).any()
+    assert not baselines.small_loss_flags(np.zeros(5), None).any()
 
 
 def _publish(ws: Workspace, scores: pd.DataFrame, emb: Path, key: str, source: str) -> None:
@@ -199,17 +199,17 @@ def test_thumbnails_created_once_and_placeholder_for_broken(tmp_path):
 
 def test_truth_path_roundtrip(tmp_path):
     ws = _tiny_workspace(tmp_path, n=4)
-    assert views.truth_path(ws) is None
+    assert evaluate.truth_path(ws) is None
     t = tmp_path / "truth.csv"
     t.write_text("path,label\nimg/0.png,b\n")
-    views.set_truth_path(ws, t)
-    assert views.truth_path(ws) == t.absolute()
-    views.set_truth_path(ws, None)
-    assert views.truth_path(ws) is None
+    evaluate.set_truth_path(ws, t)
+    assert evaluate.truth_path(ws) == t.absolute()
+    evaluate.set_truth_path(ws, None)
+    assert evaluate.truth_path(ws) is None
     from clipcleaner_core.evaluate import TruthFileError
 
     with pytest.raises(TruthFileError, match="no such truth file"):
-        views.set_truth_path(ws, tmp_path / "nope.csv")
+        evaluate.set_truth_path(ws, tmp_path / "nope.csv")
 
 
 def test_encoder_description_only_says_clip_for_clip():
