@@ -92,14 +92,14 @@ if mode == "similar":
     wanted = st.query_params.get("mlt_sample")
     options = list(dict.fromkeys(([wanted] if wanted and ctx.rows_of([wanted])[0] >= 0 else []) + recent))
     with st.container(border=True, key="mlt_controls"):
-        c1, c2, c3, c4, c5 = st.columns([3.2, 2.4, 1.1, 2, 1.7], vertical_alignment="bottom")
+        c1, c2, c3, c4, c5 = st.columns([3, 2.2, 1.1, 2, 2.1], vertical_alignment="bottom")
 
         def _fmt(s: str) -> str:
             r = int(ctx.rows_of([s])[0])
             return f"{names[r]} · {labels[r]} · {_decision_words(*_current(s))}"
 
         pick = c1.selectbox("Sample (recent decisions first)", options, format_func=_fmt, key="mlt_pick",
-                            index=0 if options else None, placeholder="no decision yet: give a sample id or path")
+                            index=0 if options else None, placeholder="no decision yet")
         typed = c2.text_input("…or a sample id or path", key="mlt_any", placeholder="sample_id or data path")
         k = int(c3.number_input("How many", min_value=4, max_value=500, value=24, step=4, key="mlt_k"))
         same = c4.toggle("Same given label", value=True, key="mlt_same")

@@ -18,7 +18,7 @@ rank = _learn.ranking(ctx)
 
 opts = views.criterion_options(ctx.scores, ctx.settings)
 with st.container(border=True, key="sus_filters"):
-    f1, f2, f3, f4, f5, f6 = st.columns([2.6, 2.6, 3, 2, 2.2, 2], vertical_alignment="bottom")
+    f1, f2, f3, f4, f5, f6 = st.columns([2.2, 2.2, 2.6, 1.7, 2.1, 1.8], vertical_alignment="bottom")
     given = f1.multiselect("Given class", ctx.classes, key="sus_given", placeholder="any", bind="query-params")
     suggested = f2.multiselect("Suggested class", ctx.classes, key="sus_sugg", placeholder="any",
                                bind="query-params")
