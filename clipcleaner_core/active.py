@@ -41,6 +41,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
+from . import registry
 from .workspace import Workspace, atomic_write_bytes, atomic_write_text
 
 REFITS_DIR = "refits"
@@ -138,6 +139,13 @@ def _table_ranking_score(scores: pd.DataFrame) -> np.ndarray:
     return np.where(first_is_given, top2, top1) - given
 
 
+def label_flagged(scores: pd.DataFrame, method: str) -> np.ndarray:
+    """(N,) bool: the scan's *label-error* flags, those of its default detector ``method`` (``flagged`` also holds
+    the "none of the classes" samples, an issue of their own that the errors-left estimate does not count)."""
+    col = registry.detector(method).flag_column
+    return scores[col if col in scores else "flagged"].to_numpy(dtype=bool)
+
+
 def scan_ranking_score(scores: pd.DataFrame, method: str) -> np.ndarray:
     """The queue order before any refit (N,), higher = review first: the ensemble margin for the ensemble
     method, the method's own ``noise_score`` otherwise."""
@@ -227,7 +235,7 @@ def load_inputs(ws: Workspace, scores: pd.DataFrame | None = None) -> RefitInput
                        neighbors=np.asarray(nb, dtype=np.int64), p_zs=_probs(ws, "zs"),
                        scan_rank_score=scan_ranking_score(scores, st.method),
                        scan_noise_score=scores["noise_score"].to_numpy(dtype=np.float64),
-                       scan_flagged=scores["flagged"].to_numpy(dtype=bool))
+                       scan_flagged=label_flagged(scores, st.method))
 
 
 def fold_split(y: np.ndarray, n_folds: int, seed: int) -> list[np.ndarray]:
@@ -537,7 +545,7 @@ def current_ranking(ws: Workspace | str | Path, scores: pd.DataFrame | None = No
     scores = ws.scores() if scores is None else scores
     scan_rank = scan_ranking_score(scores, st.method)
     out = pd.DataFrame({"sample_id": scores["sample_id"].astype(str).to_numpy(dtype=object),
-                        "scan_rank_score": scan_rank, "scan_flagged": scores["flagged"].to_numpy(dtype=bool),
+                        "scan_rank_score": scan_rank, "scan_flagged": label_flagged(scores, st.method),
                         "rank_score": scan_rank, "flagged": scores["flagged"].to_numpy(dtype=bool),
                         "suggested_label": scores["suggested_label"].astype(str).to_numpy(dtype=object),
                         "suggested_prob": scores["suggested_prob"].to_numpy(dtype=np.float64),

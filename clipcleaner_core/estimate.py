@@ -44,7 +44,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from .active import RefitInputs, current_ranking, queue_order, refits_dir, scan_settings
+from .active import RefitInputs, current_ranking, label_flagged, queue_order, refits_dir, scan_settings
 from .workspace import Workspace, atomic_write_text
 
 SPOT_CHECK_FILE = "spotcheck.json"
@@ -105,7 +105,7 @@ def spot_check(ws: Workspace, scores: pd.DataFrame | None = None) -> SpotCheck:
     except (OSError, ValueError, TypeError):
         pass
     scores = ws.scores() if scores is None else scores
-    flagged = scores["flagged"].to_numpy(dtype=bool)
+    flagged = label_flagged(scores, st.method)
     seed = st.seed + SPOT_SEED_OFFSET
     ids = draw_spot_check(scores["sample_id"].to_numpy(dtype=object), flagged, seed)
     sc = SpotCheck(scan_id=st.scan_id, seed=seed, size=len(ids), population=int((~flagged).sum()), sample_ids=ids)
@@ -356,7 +356,7 @@ def estimate_workspace(ws: Workspace | str | Path, *, db_url: str | None = None,
     spot = pd.Series(ids).isin(set(sc.sample_ids)).to_numpy()
     score = rank["rank_score"].to_numpy(dtype=np.float64)
     queue = queue_order(score, outcome < 0, tiebreak=scores["noise_score"].to_numpy(dtype=np.float64))
-    return estimate_errors_left(scores["flagged"].to_numpy(dtype=bool), score, outcome, spot, queue, next_n)
+    return estimate_errors_left(rank["scan_flagged"].to_numpy(dtype=bool), score, outcome, spot, queue, next_n)
 
 
 def estimate_report(est: Estimate) -> dict:

@@ -41,19 +41,13 @@ NONE_OF_THE_CLASSES = "none of the classes"
 
 
 def normalised_entropy(probs: np.ndarray | Probs) -> np.ndarray:
-    """Entropy of each row of ``probs`` (N, K), or of a :class:`probs.Probs` source (top-t form: see
+    """Entropy of each row of ``probs`` (N, K), or of a :class:`probs.Probs` source (see
     :meth:`probs.Probs.entropy`), divided by log K: 0 = one class, 1 = uniform. Zeros when K < 2."""
-    if isinstance(probs, Probs):
-        if not probs.is_dense:
-            k = probs.n_classes
-            return probs.entropy() / np.log(k) if k >= 2 else np.zeros(probs.n)
-        probs = probs.dense_view()
-    p = np.clip(np.asarray(probs, dtype=np.float64), 1e-12, 1.0)
-    k = p.shape[1] if p.ndim == 2 else 0
-    if k < 2:
-        return np.zeros(len(p))
-    p = p / p.sum(axis=1, keepdims=True)
-    return -(p * np.log(p)).sum(axis=1) / np.log(k)
+    if not isinstance(probs, Probs):
+        p = np.asarray(probs)
+        probs = Probs(p.shape[1] if p.ndim == 2 else 0, dense=p if p.ndim == 2 else np.zeros((len(p), 0)))
+    k = probs.n_classes
+    return probs.entropy() / np.log(k) if k >= 2 else np.zeros(probs.n)
 
 
 def max_text_similarity(features: np.ndarray, text_features: np.ndarray, block: int = 8192) -> np.ndarray:

@@ -141,26 +141,32 @@ class Probs:
         return out
 
     def entropy(self) -> np.ndarray:
-        """(N,) float64 entropy (nats) of each sample's distribution. Top-t form: the stored classes (top t and
-        the given label) exactly; the mass they leave is taken as spread evenly over the K classes not stored (the
-        most entropy it can have, so a flat distribution is never mistaken for a peaked one)."""
+        """(N,) float64 entropy (nats) of each sample's distribution, every probability clipped to [1e-12, 1] and
+        the row renormalised (as for a dense row). Top-t form: the stored classes (top t and the given label)
+        as stored; the mass they leave is taken as spread evenly over the classes not stored (the most entropy it
+        can have, so a flat distribution is never mistaken for a peaked one). When every class is stored this is
+        the dense formula exactly."""
         k = self.n_classes
         out = np.empty(self.n, dtype=np.float64)
         for s in range(0, self.n, 65536):
             if self.is_dense:
                 q = np.clip(np.asarray(self.dense[s:s + 65536], dtype=np.float64), 1e-12, 1.0)
-                out[s:s + 65536] = -(q * np.log(q)).sum(axis=1)
+                z = q.sum(axis=1, keepdims=True)
+                out[s:s + 65536] = -(q / z * np.log(q / z)).sum(axis=1)
                 continue
             idx = np.asarray(self.idx[s:s + 65536])
-            q = np.asarray(self.p[s:s + 65536], dtype=np.float64)
-            dup = idx[:, -1:] == idx[:, :-1]  # the given label among the top t: count it once
-            q[:, -1] = np.where(dup.any(axis=1), 0.0, q[:, -1])
-            known = (q > 0).sum(axis=1)
-            qc = np.clip(q, 1e-12, 1.0)
-            h = -(np.where(q > 0, qc * np.log(qc), 0.0)).sum(axis=1)
-            rest = np.clip(1.0 - q.sum(axis=1), 0.0, 1.0)
-            m = np.maximum(k - known, 1)
-            out[s:s + 65536] = h + np.where(rest > 0, -rest * np.log(np.clip(rest / m, 1e-300, 1.0)), 0.0)
+            raw = np.asarray(self.p[s:s + 65536], dtype=np.float64)
+            stored = np.ones(raw.shape, dtype=bool)
+            stored[:, -1] = ~(idx[:, -1:] == idx[:, :-1]).any(axis=1)  # the given label among the top t: once
+            q = np.where(stored, np.clip(raw, 1e-12, 1.0), 0.0)
+            m = k - stored.sum(axis=1)  # classes not stored
+            rest = np.clip(1.0 - np.where(stored, raw, 0.0).sum(axis=1), 0.0, 1.0)
+            u = np.clip(rest / np.maximum(m, 1), 1e-12, 1.0)  # each unstored class's share of the rest
+            z = q.sum(axis=1) + m * u
+            qz = q / z[:, None]
+            h = -np.where(stored, qz * np.log(np.where(stored, qz, 1.0)), 0.0).sum(axis=1)
+            uz = u / z
+            out[s:s + 65536] = h - m * uz * np.log(uz)
         return out
 
     def dense_view(self) -> np.ndarray:
