@@ -58,6 +58,7 @@ nav_pages = {
         st.Page("pages/confusion.py", title="Class confusion", icon=":material/grid_on:"),
         st.Page("pages/hard_noise.py", title="Hard noise", icon=":material/compare:"),
         st.Page("pages/duplicates.py", title="Duplicates", icon=":material/content_copy:"),
+        st.Page("pages/similar.py", title="More like this", icon=":material/join_inner:"),
     ],
     "Finish": [st.Page("pages/export.py", title="Export", icon=":material/download:")],
 }

@@ -8,7 +8,7 @@ import streamlit as st
 
 from clipcleaner_core import export, views
 from clipcleaner_core.decisions import ReviewStoreError
-from pages import _ui
+from pages import _learn, _ui
 from pages._safe import md
 
 _ui.ensure_entrypoint(__file__)
@@ -99,6 +99,9 @@ with tab_rep:
         st.json(json.loads(rep_path.read_text(encoding="utf-8")), expanded=1)
     else:
         st.caption("No report yet: download the CSV or save into the workspace.")
+
+_learn.show_errors_left(ctx, key="ex_estimate")
+_learn.downstream_panel(ctx, undecided)
 
 st.markdown("#### ImageFolder of the cleaned set (optional)")
 st.caption("`OUT/<label>/<image>` for every row of the cleaned table — symbolic links (fast, no extra space) or "

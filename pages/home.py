@@ -12,7 +12,7 @@ import streamlit as st
 from clipcleaner_core import evaluate, health, issues, registry, views
 from clipcleaner_core.pipeline import DEFAULT_PRETRAINED
 from clipcleaner_core.workspace import Workspace
-from pages import _ui
+from pages import _learn, _ui
 from pages._safe import html, md, plot, plot_all
 
 _ui.ensure_entrypoint(__file__)
@@ -214,6 +214,7 @@ m[2].metric("Flagged", f"{summ['flagged']:,}", f"{summ['flagged_share']:.1%} of 
             help=f"By the default method '{summ['method']}'")
 m[3].metric("Reviewed", f"{reviewed:,}", f"of {summ['flagged']:,} flagged", delta_color="off", delta_arrow="off")
 m[4].metric("Unusable files", f"{len(summ['problems']):,}", help="Missing / unreadable / unknown label; not scored")
+_learn.show_errors_left(ctx, key="home_estimate")
 
 # issue types beyond wrong labels (registry.ISSUES) and the data-health warnings of the scan
 issue_counts = issues.counts(ctx.scores)

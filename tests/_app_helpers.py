@@ -95,3 +95,22 @@ def shown(markdown: object) -> str:
     import re
 
     return re.sub(r"\\(.)", r"\1", str(markdown)).replace("\u2060", "")
+
+
+APP = str(Path(__file__).resolve().parent.parent / "app.py")
+
+
+def open_app(ws: Path | None, page: str | None = None, reviewer: str = "tester"):
+    """An AppTest of the app with workspace ``ws`` open (None: none) as ``reviewer``, switched to ``page``; it
+    fails on an exception."""
+    from streamlit.testing.v1 import AppTest
+
+    at = AppTest.from_file(APP, default_timeout=120)
+    at.session_state["ws_path"] = str(ws) if ws else ""
+    at.session_state["reviewer"] = reviewer
+    at.run()
+    if page:
+        at.switch_page(page)
+        at.run()
+    assert not at.exception, [e.value for e in at.exception]
+    return at

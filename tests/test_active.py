@@ -207,14 +207,15 @@ def test_outcomes_from_decisions():
 def test_spot_check_is_a_stored_deterministic_draw_of_unflagged(ws):
     sc = E.spot_check(ws)
     s = ws.scores()
-    unflagged = set(s.loc[~s["flagged"], "sample_id"])
+    label_flag = A.label_flagged(s, A.scan_settings(ws).method)  # "none of the classes" is no label error
+    unflagged = set(s.loc[~label_flag, "sample_id"])
     assert sc.size == E.spot_check_size(len(unflagged)) == len(sc.sample_ids) == len(set(sc.sample_ids))
     assert set(sc.sample_ids) <= unflagged
     path = ws.path / "refits" / A.scan_settings(ws).scan_id / "spotcheck.json"
     assert json.loads(path.read_text())["sample_ids"] == sc.sample_ids
     # the same draw from the pure function, whatever the row order
     perm = np.random.default_rng(1).permutation(len(s))
-    again = E.draw_spot_check(s["sample_id"].to_numpy()[perm], s["flagged"].to_numpy()[perm], sc.seed)
+    again = E.draw_spot_check(s["sample_id"].to_numpy()[perm], label_flag[perm], sc.seed)
     assert again == sc.sample_ids
     assert E.spot_check_size(10) == 10 and E.spot_check_size(1000) == 50 and E.spot_check_size(10**6) == 200
 

@@ -12,13 +12,29 @@ import pandas as pd
 import pytest
 
 pytest.importorskip("streamlit")
-from _app_helpers import demo_workspace_copy, grid, grid_bulk, grid_decide, grid_ids, grid_send, shown  # noqa: E402
+from _app_helpers import (  # noqa: E402
+    demo_workspace_copy,
+    grid,
+    grid_bulk,
+    grid_decide,
+    grid_ids,
+    grid_send,
+    open_app,
+    shown,
+)
 from streamlit.testing.v1 import AppTest  # noqa: E402
 
+from clipcleaner_core import active  # noqa: E402
 from clipcleaner_core.decisions import ReviewStore  # noqa: E402
 from clipcleaner_core.workspace import Workspace  # noqa: E402
 
 APP = str(Path(__file__).resolve().parent.parent / "app.py")
+
+
+@pytest.fixture(autouse=True)
+def _no_automatic_refit(monkeypatch):
+    """The background refit would re-rank the queue under these tests (tests/test_app_learn.py covers it)."""
+    monkeypatch.setenv("CLIPCLEANER_REFIT_EVERY", "0")
 
 
 @pytest.fixture(scope="module")
@@ -38,15 +54,7 @@ def fresh_ws(ws_path):
 
 
 def app(ws: Path | None, page: str | None = None, reviewer: str = "tester") -> AppTest:
-    at = AppTest.from_file(APP, default_timeout=120)
-    at.session_state["ws_path"] = str(ws) if ws else ""
-    at.session_state["reviewer"] = reviewer
-    at.run()
-    if page:
-        at.switch_page(page)
-        at.run()
-    assert not at.exception, [e.value for e in at.exception]
-    return at
+    return open_app(ws, page, reviewer)
 
 
 def decisions(ws: Path) -> pd.DataFrame:
@@ -109,8 +117,9 @@ def test_card_actions_store_decisions_and_undo(fresh_ws):
     s = scores(ws).set_index("sample_id")
     ids = card_ids(at)
     assert len(ids) == 12
-    ns = s.loc[ids, "noise_score"].to_numpy()
-    assert np.all(np.diff(ns) <= 1e-12) and s.loc[ids, "flagged"].all()  # flagged, most suspicious first
+    rank = active.current_ranking(Workspace(ws)).set_index("sample_id")
+    assert np.all(np.diff(rank.loc[ids, "rank_score"].to_numpy()) <= 1e-12)  # current ranking, most suspicious first
+    assert s.loc[ids, "flagged"].all()
 
     a, b, c, d = ids[:4]
     target = next(cl for cl in Workspace(ws).classes() if cl not in (s.loc[c, "label"], s.loc[c, "suggested_label"]))

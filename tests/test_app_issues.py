@@ -7,14 +7,12 @@ from pathlib import Path
 import pytest
 
 pytest.importorskip("streamlit")
-from _app_helpers import grid, grid_decide, grid_ids  # noqa: E402
+from _app_helpers import grid, grid_decide, grid_ids, open_app  # noqa: E402
 from streamlit.testing.v1 import AppTest  # noqa: E402
 
 from clipcleaner_core.decisions import ReviewStore  # noqa: E402
 from clipcleaner_core.ood import NONE_OF_THE_CLASSES  # noqa: E402
 from clipcleaner_core.workspace import Workspace  # noqa: E402
-
-APP = str(Path(__file__).resolve().parent.parent / "app.py")
 
 
 @pytest.fixture(scope="module")
@@ -30,15 +28,7 @@ def dup_ws(tmp_path_factory) -> Path:
 
 
 def _app(ws: Path, page: str | None = None) -> AppTest:
-    at = AppTest.from_file(APP, default_timeout=120)
-    at.session_state["ws_path"] = str(ws)
-    at.session_state["reviewer"] = "tester"
-    at.run()
-    if page:
-        at.switch_page(page)
-        at.run()
-    assert not at.exception, [e.value for e in at.exception]
-    return at
+    return open_app(ws, page)
 
 
 def _current(ws: Path):

@@ -107,7 +107,7 @@ def _in_view(page, locator) -> bool:
 
 
 def test_demo_review_and_export_in_a_browser(server):
-    from clipcleaner_core import views
+    from clipcleaner_core import active, similar
 
     url = server["url"]
     with chromium(viewport={"width": 1400, "height": 2400}, settle=True) as ctx:
@@ -136,8 +136,9 @@ def test_demo_review_and_export_in_a_browser(server):
         _shot(page, "01_home")
         ws = Workspace(server["ws"])
         s = ws.scores()
-        none = pd.DataFrame(columns=["sample_id", "action", "label", "reviewer", "updated_at"])
-        order = views.filter_rows(s, views.review_state(s["sample_id"], none))  # the grid's order
+        rank = active.current_ranking(ws)  # the grid's order: the scan's ranking (no refit yet)
+        order = active.queue_order(rank["rank_score"].to_numpy(), s["flagged"].to_numpy() | rank["flagged"].to_numpy(),
+                                   tiebreak=s["noise_score"].to_numpy())
         first, second, third = s.iloc[order[0]], s.iloc[order[1]], s.iloc[order[2]]
 
         # 2. Suspects: take the suggestion for the top suspect (card button), exclude the second (key X)
@@ -156,6 +157,25 @@ def test_demo_review_and_export_in_a_browser(server):
         press_and_settle(page, "u")  # the detail view shows the third suspect; U marks it unsure
         _saved(page)
         press_and_settle(page, "Escape")
+
+        # 2b. More like this: the tab's last decision (the third suspect, unsure) and its 24 nearest neighbours with
+        # the same given label; one click gives them all the same decision, one undo takes it back
+        _goto(page, "More like this")
+        _grid(page)
+        wait_idle(page)
+        decided = s.index[s["sample_id"].isin([first["sample_id"], second["sample_id"], third["sample_id"]])]
+        like = list(similar.more_like_this(ws, third["sample_id"], 24, exclude_rows=decided)["sample_id"])
+        assert page.locator(".ccg-card").first.get_attribute("data-sid") == like[0]
+        _shot(page, "11_more_like_this")
+        page.get_by_role("button", name="Apply “unsure” to all 24 shown").click()
+        page.get_by_text("Marked unsure 24 samples", exact=False).first.wait_for()
+        wait_idle(page)
+        dec = _decisions(server["ws"])
+        assert (dec.loc[like, "action"] == "unsure").all() and len(dec) == 3 + 24
+        page.locator(".st-key-mlt_undo button").first.click()
+        page.get_by_text("unsure of 24 samples", exact=False).first.wait_for()  # "Undid: …"
+        wait_idle(page)
+        assert set(_decisions(server["ws"]).index) == {first["sample_id"], second["sample_id"], third["sample_id"]}
 
         # 3. the other pages
         for label, name in (("Embedding map", "04_embedding_map"), ("Class confusion", "05_confusion"),
