@@ -278,6 +278,15 @@ def inject_css() -> None:
     st.html(f"<style>{css}</style>")
 
 
+def open_page(page_file: str, title: str, subtitle: str, icon: str = "") -> Ctx:
+    """The start of every workspace page: through the entry point (:func:`ensure_entrypoint`, ``page_file`` the
+    page's ``__file__``), the open workspace (else an empty state and stop, :func:`require_ctx`) and the header."""
+    ensure_entrypoint(page_file)
+    ctx = require_ctx()
+    page_header(title, subtitle, icon)
+    return ctx
+
+
 def page_header(title: str, subtitle: str, icon: str = "") -> None:
     st.markdown(f"## {icon} {title}".strip())
     st.caption(subtitle)

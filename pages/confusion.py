@@ -9,12 +9,10 @@ from clipcleaner_core import registry, views
 from pages import _ui
 from pages._safe import md, plot_all
 
-_ui.ensure_entrypoint(__file__)
-
-ctx = _ui.require_ctx()
-_ui.page_header("Class confusion", "Rows: the given label. Columns: the class a model predicts. Off-diagonal cells "
-                "are disagreements; click a cell (or a row of the table) to review those samples.",
-                ":material/grid_on:")
+ctx = _ui.open_page(__file__, "Class confusion",
+                    "Rows: the given label. Columns: the class a model predicts. Off-diagonal cells "
+                    "are disagreements; click a cell (or a row of the table) to review those samples.",
+                    ":material/grid_on:")
 
 K = len(ctx.classes)
 sources = ctx.sources()

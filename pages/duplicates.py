@@ -10,12 +10,10 @@ from clipcleaner_core import duplicates
 from pages import _ui
 from pages._safe import md
 
-_ui.ensure_entrypoint(__file__)
-
-ctx = _ui.require_ctx()
-_ui.page_header("Duplicates", "Images with the same pixels (content hash) or closer than the dataset's calibrated "
-                "near-duplicate threshold. Review a group at once; each button is one undo step.",
-                ":material/content_copy:")
+ctx = _ui.open_page(__file__, "Duplicates",
+                    "Images with the same pixels (content hash) or closer than the dataset's calibrated "
+                    "near-duplicate threshold. Review a group at once; each button is one undo step.",
+                    ":material/content_copy:")
 
 if "dup_group" not in ctx.scores:
     st.info("This workspace was scanned before duplicates were detected: scan it again to find them.",

@@ -10,12 +10,10 @@ from clipcleaner_core import layout, views
 from pages import _ui
 from pages._safe import md, plot
 
-_ui.ensure_entrypoint(__file__)
-
-ctx = _ui.require_ctx()
-_ui.page_header("Embedding map", "Each dot is an image, placed by the similarity of its embedding. Mislabelled "
-                "images often sit inside another class's cluster. Draw a lasso or box to review a region.",
-                ":material/scatter_plot:")
+ctx = _ui.open_page(__file__, "Embedding map",
+                    "Each dot is an image, placed by the similarity of its embedding. Mislabelled "
+                    "images often sit inside another class's cluster. Draw a lasso or box to review a region.",
+                    ":material/scatter_plot:")
 
 N = len(ctx.scores)
 if N == 0:

@@ -10,11 +10,9 @@ from clipcleaner_core import active, evaluate, registry, simulate
 from pages import _ui
 from pages._safe import md
 
-_ui.ensure_entrypoint(__file__)
-
-ctx = _ui.require_ctx()
-_ui.page_header("Evaluation", "How well each detector finds the truly mislabelled samples, measured against the "
-                "ground-truth labels file.", ":material/analytics:")
+ctx = _ui.open_page(__file__, "Evaluation",
+                    "How well each detector finds the truly mislabelled samples, measured against the "
+                    "ground-truth labels file.", ":material/analytics:")
 tp = evaluate.truth_path(ctx.ws)
 if tp is None:
     st.info("No ground-truth file is known for this workspace. Set one on the **Hard noise** page.")

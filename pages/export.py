@@ -11,11 +11,9 @@ from clipcleaner_core.decisions import ReviewStoreError
 from pages import _learn, _ui
 from pages._safe import md
 
-_ui.ensure_entrypoint(__file__)
-
-ctx = _ui.require_ctx()
-_ui.page_header("Export", "Apply your decisions and download the cleaned label table. Source images are never "
-                "modified; files are also written into the workspace's `exports/` folder.", ":material/download:")
+ctx = _ui.open_page(__file__, "Export",
+                    "Apply your decisions and download the cleaned label table. Source images are never "
+                    "modified; files are also written into the workspace's `exports/` folder.", ":material/download:")
 
 state = ctx.state()
 flag = ctx.scores["flagged"].to_numpy(dtype=bool)

@@ -12,15 +12,14 @@ from clipcleaner_core.evaluate import TruthFileError, truth_labels
 from pages import _ui
 from pages._safe import md, plot_all
 
-_ui.ensure_entrypoint(__file__)
-
 SMALL_LOSS_AUTO = 20_000
 """Above this many samples the small-loss baseline (a logistic regression fit) is trained only on request."""
 
-ctx = _ui.require_ctx()
-_ui.page_header("Hard noise", "Label noise is *hard* when an image is given the label of a class that looks alike: "
-                "classifiers trained on the noisy labels learn to agree with it. These pairs need the closest look.",
-                ":material/compare:")
+ctx = _ui.open_page(__file__, "Hard noise",
+                    "Label noise is *hard* when an image is given the label of a class that looks alike: "
+                    "classifiers trained on the noisy labels learn to agree with it. These pairs need the closest "
+                    "look.",
+                    ":material/compare:")
 
 sim = ctx.array("class_similarity")
 sim_src = ctx.settings.class_similarity_source or "class prototypes"

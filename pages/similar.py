@@ -11,12 +11,10 @@ from clipcleaner_core.decisions import ReviewStoreError
 from pages import _ui
 from pages._safe import md
 
-_ui.ensure_entrypoint(__file__)
-
-ctx = _ui.require_ctx()
-_ui.page_header("More like this", "Errors come in clusters: from one sample, review its nearest neighbours (same "
-                "given label) and apply the same decision to all of them at once — one undo step. With a CLIP "
-                "encoder you can also search the images by a text description.", ":material/join_inner:")
+ctx = _ui.open_page(__file__, "More like this",
+                    "Errors come in clusters: from one sample, review its nearest neighbours (same "
+                    "given label) and apply the same decision to all of them at once — one undo step. With a CLIP "
+                    "encoder you can also search the images by a text description.", ":material/join_inner:")
 
 MODES = {"similar": "Similar images", "text": "Text search"}
 mode = st.segmented_control("Find", list(MODES), format_func=MODES.get, default="similar", key="mlt_mode",

@@ -8,12 +8,10 @@ import streamlit as st
 from clipcleaner_core import estimate, views
 from pages import _learn, _ui
 
-_ui.ensure_entrypoint(__file__)
-
-ctx = _ui.require_ctx()
-_ui.page_header("Suspects", "Flagged samples, most suspicious first (the current ranking: refitted from your "
-                "decisions as you go). Decide per card, per page, or with the keyboard (press ? for the keys); every "
-                "decision is saved at once.", ":material/grid_view:")
+ctx = _ui.open_page(__file__, "Suspects",
+                    "Flagged samples, most suspicious first (the current ranking: refitted from your "
+                    "decisions as you go). Decide per card, per page, or with the keyboard (press ? for the keys); "
+                    "every decision is saved at once.", ":material/grid_view:")
 rank = _learn.ranking(ctx)
 
 opts = views.criterion_options(ctx.scores, ctx.settings)
