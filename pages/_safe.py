@@ -43,8 +43,9 @@ def html(value: object) -> str:
 
 
 def plot(value: object) -> str:
-    """``value`` as text in a Plotly figure (tick labels, legend, hover, annotations)."""
-    return _html.escape(str(value), quote=False)
+    """``value`` as text in a Plotly figure (tick labels, legend, hover, annotations). ``$`` becomes an entity:
+    Plotly reads text between dollar signs as LaTeX."""
+    return _html.escape(str(value), quote=False).replace("$", "&#36;")
 
 
 def plot_all(values: Iterable[object]) -> list[str]:

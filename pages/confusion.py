@@ -62,8 +62,10 @@ fig.add_trace(go.Scatter(x=names[si.ravel()], y=names[gi.ravel()],
 side = min(140 + 38 * K, 900)
 fig.update_layout(height=side, width=side + 260, margin=dict(l=10, r=10, t=10, b=10), plot_bgcolor="#ffffff",
                   xaxis=dict(title=f"predicted ({registry.source(src).title})", side="bottom", showgrid=False,
+                             tickmode="array", tickvals=list(names), ticktext=list(names),  # every class, none skipped
                              zeroline=False, constrain="domain", ticks="", automargin=True),
                   yaxis=dict(title="given label", autorange="reversed", scaleanchor="x", scaleratio=1,
+                             tickmode="array", tickvals=list(names), ticktext=list(names),
                              showgrid=False, zeroline=False, constrain="domain", ticks="", automargin=True),
                   clickmode="event+select")
 prev = st.session_state.get("conf_cell")
